@@ -1,0 +1,206 @@
+"""The one training loop of the book, and evaluation helpers.
+
+Every chapter trains through :func:`fit`. Later chapters plug in without rewriting the loop:
+
+* ``batch_hook(model, x, y) -> (x, y)`` transforms each training batch before the loss
+  (augmentation, input noise, adversarial examples);
+* ``objective(model, x, y) -> loss`` or ``(loss, logits)`` replaces the default cross-entropy
+  (TRADES, weight noise, explicit penalties);
+* ``epoch_callbacks``: ``callback(model, epoch) -> dict | None`` adds columns to the history
+  (robust accuracy, sharpness, a catastrophic-overfitting detector).
+
+The history comes back as a :class:`pandas.DataFrame`, one row per epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .utils import progress_enabled
+
+__all__ = ["BatchHook", "EpochCallback", "Objective", "evaluate", "fit", "predict"]
+
+BatchHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Objective = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"
+]
+EpochCallback = Callable[[nn.Module, int], "Mapping[str, float] | None"]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _check_xy(x: torch.Tensor, y: torch.Tensor, what: str) -> None:
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(f"{what}: x and y must be tensors, got {type(x).__name__}, "
+                        f"{type(y).__name__}")
+    if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{what}: x and y must have the same number of samples, got x {tuple(x.shape)} and "
+            f"y {tuple(y.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{what}: empty dataset")
+
+
+def _default_objective(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+
+
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in eval mode, batched, without gradients.
+
+    The model's train/eval mode is restored afterwards. The result lies on the model's device.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outs = [model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(outs)
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` on ``(x, y)``: ``{"loss": ..., "accuracy": ...}``."""
+    _check_xy(x, y, "evaluate")
+    logits = predict(model, x, batch_size=batch_size)
+    y = y.to(logits.device)
+    loss = loss_fn(logits, y)
+    acc = (logits.argmax(dim=1) == y).float().mean()
+    return {"loss": float(loss), "accuracy": float(acc)}
+
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int = 5,
+    batch_size: int = 128,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    objective: Objective | None = None,
+    batch_hook: BatchHook | None = None,
+    epoch_callbacks: Sequence[EpochCallback] = (),
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Train ``model`` on ``(x, y)`` with mini-batch SGD and return the per-epoch history.
+
+    Args:
+        model: any module returning logits ``(N, K)`` (or predictions, with a custom
+            ``objective``). It is trained in place on its own device; batches of ``x`` are moved
+            there, so ``x`` may stay on the CPU.
+        epochs, batch_size: the schedule; batches are a fresh permutation each epoch drawn from
+            a ``torch.Generator`` seeded with ``seed`` (the last, smaller batch is kept).
+        optimizer: defaults to ``Adam(lr=lr, weight_decay=weight_decay)``.
+        objective: ``objective(model, xb, yb)`` returning the loss, or ``(loss, logits)`` so that
+            training accuracy can be reported. Default: cross-entropy on ``model(xb)``.
+        batch_hook: ``batch_hook(model, xb, yb) -> (xb, yb)`` applied to every training batch
+            before the objective (called with the model in train mode).
+        epoch_callbacks: called after each epoch as ``callback(model, epoch)``; a returned
+            mapping is added to that epoch's row.
+        val: optional ``(x_val, y_val)`` evaluated after every epoch (``val_loss``, ``val_acc``).
+        scheduler: stepped once per epoch.
+        progress: show a ``tqdm`` bar (default: see :func:`advbook.utils.progress_enabled`).
+
+    Returns:
+        A DataFrame with columns ``epoch, train_loss, train_acc, [val_loss, val_acc], seconds``
+        and whatever the callbacks return.
+    """
+    _check_xy(x, y, "fit")
+    if val is not None:
+        _check_xy(val[0], val[1], "fit(val=...)")
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    device = _model_device(model)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    objective = objective or _default_objective
+    generator = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    rows: list[dict[str, float]] = []
+    bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress_enabled(progress),
+               leave=False)
+    for epoch in bar:
+        model.train()
+        start = time.perf_counter()
+        perm = torch.randperm(n, generator=generator)
+        total_loss = torch.zeros((), device=device)
+        total_correct = torch.zeros((), device=device)
+        counted = 0
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            xb = x[idx.to(x.device)].to(device, non_blocking=True)
+            yb = y[idx.to(y.device)].to(device, non_blocking=True)
+            if batch_hook is not None:
+                xb, yb = batch_hook(model, xb, yb)
+                model.train()
+            out = objective(model, xb, yb)
+            loss, logits = out if isinstance(out, tuple) else (out, None)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.detach() * len(xb)
+            if logits is not None and logits.ndim == 2 and yb.ndim == 1:
+                total_correct += (logits.detach().argmax(1) == yb).sum()
+                counted += len(xb)
+        if scheduler is not None:
+            scheduler.step()
+        row: dict[str, float] = {
+            "epoch": epoch,
+            "train_loss": float(total_loss) / n,
+            "train_acc": float(total_correct) / counted if counted else float("nan"),
+        }
+        if val is not None:
+            metrics = evaluate(model, val[0], val[1])
+            row["val_loss"], row["val_acc"] = metrics["loss"], metrics["accuracy"]
+        row["seconds"] = time.perf_counter() - start
+        for callback in epoch_callbacks:
+            extra = callback(model, epoch)
+            if extra:
+                row.update(extra)
+        rows.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}")
+    model.train()
+    return pd.DataFrame(rows, columns=_columns(rows, val is not None))
+
+
+def _columns(rows: Iterable[Mapping[str, float]], has_val: bool) -> list[str]:
+    cols = ["epoch", "train_loss", "train_acc"] + (["val_loss", "val_acc"] if has_val else [])
+    cols.append("seconds")
+    for row in rows:
+        cols += [k for k in row if k not in cols]
+    return cols
