@@ -94,7 +94,7 @@ def stratified_split(
     test: list[np.ndarray] = []
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
-        n_test = int(round(test_fraction * len(members)))
+        n_test = round(test_fraction * len(members))
         test.append(rng.permutation(members)[:n_test])
     test_idx = np.sort(np.concatenate(test))
     train_idx = np.setdiff1d(np.arange(len(y)), test_idx)

@@ -15,15 +15,22 @@ The history comes back as a :class:`pandas.DataFrame`, one row per epoch.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import TqdmExperimentalWarning, TqdmWarning
 
 from .utils import progress_enabled
+
+with warnings.catch_warnings():
+    # Without ipywidgets, tqdm.auto warns once and falls back to the text bar; that is fine.
+    warnings.simplefilter("ignore", TqdmWarning)
+    warnings.simplefilter("ignore", TqdmExperimentalWarning)
+    from tqdm.auto import tqdm
 
 __all__ = ["BatchHook", "EpochCallback", "Objective", "evaluate", "fit", "predict"]
 

@@ -1,0 +1,1 @@
+"""Maintainer tooling for the book (not part of the advbook library)."""

@@ -1,0 +1,146 @@
+"""pytest plugin: compare the figures of re-run notebooks with the stored ones, and time notebooks.
+
+nbval re-executes every notebook cell and compares text outputs, but it skips ``image/png``. This
+plugin closes that gap: after nbval has run a cell, each freshly rendered PNG is compared with the
+PNG stored in the notebook using :func:`matplotlib.testing.compare.compare_images`. A cell fails
+when the number of figures differs, when their sizes differ, or when the RMS difference (0–255
+scale) exceeds the tolerance: ``--nbfigure-tol`` (default 2.0), overridden per cell by the cell
+metadata ``{"advbook": {"figure_tolerance": <float>}}``. On failure the expected, actual and diff
+images are written to ``--nbfigure-results`` (default ``nbfigure-results/``) and the message names
+the notebook, the cell and the RMS.
+
+It also prints a timing summary: seconds per notebook and for the unit tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DEFAULT_TOLERANCE = 2.0
+
+
+class FigureMismatch(AssertionError):
+    """A re-rendered figure differs from the stored one."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("nbfigures", "compare notebook figures with the stored PNGs")
+    group.addoption(
+        "--nbfigure-tol",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="RMS tolerance (0-255 scale) for figure comparison (default %(default)s)",
+    )
+    group.addoption(
+        "--nbfigure-results",
+        default="nbfigure-results",
+        help="folder for expected/actual/diff images of failing figures",
+    )
+    group.addoption(
+        "--no-nbfigures", action="store_true", help="do not compare notebook figures"
+    )
+
+
+def _pngs(outputs: Any) -> list[str]:
+    """Base64 PNG payloads of a cell's outputs, in order."""
+    found = []
+    for out in outputs or []:
+        data = out.get("data", {}) if hasattr(out, "get") else {}
+        if "image/png" in data:
+            payload = data["image/png"]
+            found.append("".join(payload) if isinstance(payload, list) else payload)
+    return found
+
+
+def compare_png(
+    expected_b64: str, actual_b64: str, *, tol: float, folder: Path, stem: str
+) -> float | None:
+    """Compare two base64 PNGs. Return ``None`` when they match within ``tol``, else the RMS.
+
+    Files are written under ``folder`` as ``<stem>-expected.png`` / ``-actual.png`` (plus the
+    ``-failed-diff.png`` that matplotlib writes); they are removed again when the images match.
+    Images of different sizes count as an infinite RMS.
+    """
+    from matplotlib.testing.compare import compare_images
+    from matplotlib.testing.exceptions import ImageComparisonFailure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = folder / f"{stem}-expected.png"
+    actual = folder / f"{stem}-actual.png"
+    expected.write_bytes(base64.b64decode(expected_b64))
+    actual.write_bytes(base64.b64decode(actual_b64))
+    try:
+        result = compare_images(str(expected), str(actual), tol, in_decorator=True)
+    except ImageComparisonFailure:
+        return float("inf")
+    if result is None:
+        expected.unlink(missing_ok=True)
+        actual.unlink(missing_ok=True)
+        return None
+    return float(result["rms"])
+
+
+def check_cell_figures(
+    stored: Any, fresh: Any, *, tol: float, folder: Path, where: str
+) -> None:
+    """Raise :class:`FigureMismatch` if the fresh outputs' PNGs differ from the stored ones."""
+    ref, new = _pngs(stored), _pngs(fresh)
+    if len(ref) != len(new):
+        raise FigureMismatch(
+            f"{where}: the stored outputs hold {len(ref)} figure(s), the re-run produced {len(new)}"
+        )
+    stem = where.replace("/", "_").replace("::", "-").replace(" ", "_")
+    for k, (a, b) in enumerate(zip(ref, new, strict=True)):
+        rms = compare_png(a, b, tol=tol, folder=folder, stem=f"{stem}-fig{k}")
+        if rms is not None:
+            detail = "image sizes differ" if rms == float("inf") else f"RMS {rms:.3f}"
+            raise FigureMismatch(
+                f"{where}, figure {k}: {detail} > tolerance {tol} "
+                f"(expected/actual/diff images in {folder}/{stem}-fig{k}-*.png)"
+            )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    result = yield
+    cell = getattr(item, "cell", None)
+    fresh = getattr(item, "test_outputs", None)
+    if cell is None or fresh is None or item.config.getoption("--no-nbfigures"):
+        return result
+    meta = cell.get("metadata", {}).get("advbook", {})
+    tol = float(meta.get("figure_tolerance", item.config.getoption("--nbfigure-tol")))
+    folder = Path(item.config.getoption("--nbfigure-results"))
+    where = f"{Path(str(item.fspath)).name} cell {getattr(item, 'cell_num', '?')}"
+    check_cell_figures(cell.get("outputs", []), fresh, tol=tol, folder=folder, where=where)
+    return result
+
+
+_durations: dict[str, float] = defaultdict(float)
+_session_start = [0.0]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _session_start[0] = time.perf_counter()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::", 1)[0]
+    key = path if path.endswith(".ipynb") else "unit tests"
+    _durations[key] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _durations:
+        return
+    tr = terminalreporter
+    tr.section("timing summary")
+    for key, seconds in sorted(_durations.items()):
+        tr.write_line(f"{seconds:8.1f} s  {key}")
+    wall = time.perf_counter() - _session_start[0]
+    tr.write_line(f"{wall:8.1f} s  wall time of this pytest run")
