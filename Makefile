@@ -27,7 +27,6 @@ help:
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
@@ -52,7 +51,7 @@ test: install
 	@echo; echo "== timing summary =="; cat $(TIMINGS)
 
 lint: install
-	$(call timed,ruff,$(BIN)/ruff check advbook tests tools benchmarks conftest.py book)
+	$(call timed,ruff,$(BIN)/ruff check .)
 
 unit: install
 	$(call timed,unit tests,$(BIN)/python -m pytest tests -q -p no:cacheprovider)
