@@ -4,7 +4,7 @@
 * :class:`GaussianDropout` — multiplicative: ``h̃ = h ⊙ m``, ``m ~ N(1, p/(1−p))``, the Gaussian
   noise with the same mean and variance as (inverted) dropout with drop probability ``p``
   (Srivastava et al. 2014, §10).
-* :func:`noisy_mlp` — an MLP with one of these (or standard :class:`torch.nn.Dropout`, for
+* :func:`.noisy_mlp` — an MLP with one of these (or standard :class:`torch.nn.Dropout`, for
   comparison) after every hidden activation.
 
 In evaluation mode all layers are the identity, so the deterministic network is what is tested.

@@ -1,12 +1,12 @@
 """Explicit penalties equivalent to noise injection, and an ``objective`` that trains on them.
 
-* :func:`weight_gradient_penalty` — ``E_x‖∇_W ŷ(x)‖²``, the first-order effect of weight noise;
-* :func:`hessian_trace_term` — ``E[(ŷ(x) − y)·tr ∇²_W ŷ(x)]``, its second-order companion
+* :func:`.weight_gradient_penalty` — ``E_x‖∇_W ŷ(x)‖²``, the first-order effect of weight noise;
+* :func:`.hessian_trace_term` — ``E[(ŷ(x) − y)·tr ∇²_W ŷ(x)]``, its second-order companion
   (Hutchinson estimator), so that ``Ĵ_W = J + η·(penalty + term) + O(η²)`` can be checked;
-* :func:`input_jacobian_penalty` — ``E_x‖∇_x ŷ(x)‖²``, the Tikhonov regulariser that input noise
+* :func:`.input_jacobian_penalty` — ``E_x‖∇_x ŷ(x)‖²``, the Tikhonov regulariser that input noise
   of variance ``σ²`` adds to squared error (Bishop 1995);
-* :func:`input_gradient_penalty` — ``E‖∇_x ℓ‖²`` by double backpropagation (Drucker & LeCun 1992);
-* :func:`penalty_objective` — ``loss + η·penalty`` for :func:`advbook.train.fit`.
+* :func:`.input_gradient_penalty` — ``E‖∇_x ℓ‖²`` by double backpropagation (Drucker & LeCun 1992);
+* :func:`.penalty_objective` — ``loss + η·penalty`` for :func:`advbook.train.fit`.
 
 The weight-space expansion is derived in the book, section ``sec-weight-noise`` (its linear
 special case in ``sec-linear-special-case``), the input-space one in ``sec-input-noise``, of
@@ -161,7 +161,7 @@ def input_jacobian_penalty(
     ``E[‖ŷ(x+δ) − y‖²] = E[‖ŷ − y‖²] + σ²·E‖∇_x ŷ‖² + σ²·E[(ŷ − y)·Δ_x ŷ] + O(σ⁴)``, exactly
     ``loss + σ²‖w‖²`` for a linear model, where this penalty is ``‖w‖²`` (Bishop 1995). Derived in
     the book, section ``sec-input-noise`` of chapter *Noise injection as regularization*.
-    Arguments as for :func:`weight_gradient_penalty`; the gradient is w.r.t. each example.
+    Arguments as for :func:`.weight_gradient_penalty`; the gradient is w.r.t. each example.
     """
     check_tensor(x, "x")
     check_positive_int(output_probes, "output_probes", allow_none=True)
@@ -204,7 +204,7 @@ def hessian_trace_term(
 
     Args:
         y: targets, one per output (``(N,)`` is accepted for ``(N, 1)`` outputs).
-        params: the ``W`` (as for :func:`weight_gradient_penalty`).
+        params: the ``W`` (as for :func:`.weight_gradient_penalty`).
         probes: Hutchinson probes ``m``; ``None`` computes the trace exactly from the ``|W|``
             basis vectors (small models only).
         create_graph: return a value differentiable w.r.t. the parameters (the derivative of
@@ -315,11 +315,11 @@ def penalty_objective(
 ) -> Objective:
     """An ``objective`` for :func:`advbook.train.fit`: ``loss_fn(ŷ(x), y) + η·penalty``.
 
-    ``penalty`` is ``"weight_gradient"`` (:func:`weight_gradient_penalty` with ``params``,
+    ``penalty`` is ``"weight_gradient"`` (:func:`.weight_gradient_penalty` with ``params``,
     ``output_probes`` and ``generator`` — the explicit form of weight noise of variance ``η``,
-    section ``sec-weight-noise``), ``"input_jacobian"`` (:func:`input_jacobian_penalty`, the
+    section ``sec-weight-noise``), ``"input_jacobian"`` (:func:`.input_jacobian_penalty`, the
     Tikhonov form of input noise of variance ``η``, section ``sec-input-noise``),
-    ``"input_gradient"`` (:func:`input_gradient_penalty` of ``loss_fn``), or any callable
+    ``"input_gradient"`` (:func:`.input_gradient_penalty` of ``loss_fn``), or any callable
     ``penalty(model, x, y) -> scalar tensor``. Sections of chapter *Noise injection as
     regularization*. Returns ``(loss, outputs)`` so that ``fit`` reports training accuracy.
     """
