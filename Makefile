@@ -9,6 +9,8 @@ TIMINGS := _build/timings.txt
 SPHINX_OPTS ?=
 export PYTHONHASHSEED := 0
 export ADVBOOK_PROGRESS ?= 0
+# the book's own Sphinx extension (list of figures), named in _config.yml local_extensions
+export PYTHONPATH := $(CURDIR)/book/_ext$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 # time a step: $(call timed,label,command)
 define timed

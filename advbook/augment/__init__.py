@@ -1,0 +1,86 @@
+"""GPU-friendly data augmentation: batched, per-sample random transforms with replayable parameters.
+
+Every transform is called as ``t(x, *, generator=None, params=None, return_params=False)`` on an
+``N×C×H×W`` batch in ``bounds`` (default ``(0, 1)``), draws its parameters per sample from a
+seeded :class:`torch.Generator`, works on ``x``'s device and dtype without per-sample Python
+loops, and replays bit for bit when given the parameters it returned::
+
+    from advbook import augment
+    t = augment.domain_randomization(seed=0)
+    x_aug, params = t(x, return_params=True)
+    assert torch.equal(t(x, params=params), x_aug)
+    history = fit(model, x, y, batch_hook=augment.as_batch_hook(t))
+
+Modules: :mod:`.base` (protocol, :class:`Compose`), :mod:`.geometric` (random affine),
+:mod:`.photometric` (brightness, contrast, gamma, backgrounds), :mod:`.noise` (noise, blur),
+:mod:`.erasing` (random erasing, cutout), :mod:`.adversarial` (attack outputs as augmentation),
+:mod:`.presets` (domain randomisation, RandAugment, test-domain shifts), :mod:`.hooks`
+(``batch_hook`` for :func:`advbook.train.fit`).
+
+Derived in the book, chapter *Neural data augmentation* (sections ``sec-augment-protocol``,
+``sec-augment-geometric``, ``sec-augment-photometric``, ``sec-augment-noise``,
+``sec-augment-erasing``, ``sec-augment-adversarial``, ``sec-augment-domain-randomization``,
+``sec-augment-randaugment``).
+"""
+
+from __future__ import annotations
+
+from .adversarial import AdversarialAugment, Attack
+from .base import Bounds, Compose, Identity, Params, RepeatChannels, Transform
+from .erasing import Cutout, RandomErasing
+from .geometric import RandomAffine, RandomRotation, affine_grid, affine_theta
+from .hooks import as_batch_hook
+from .noise import GaussianBlur, GaussianNoise, gaussian_kernels
+from .photometric import (
+    RandomBackground,
+    RandomBrightness,
+    RandomColorBackground,
+    RandomContrast,
+    RandomGamma,
+)
+from .presets import (
+    DOMAIN_SHIFTS,
+    RandAugment,
+    apply_domain_shift,
+    domain_randomization,
+    domain_shift,
+    evaluation_domains,
+    mild_augmentation,
+    rand_augment,
+    rand_augment_ops,
+)
+
+__all__ = [
+    "DOMAIN_SHIFTS",
+    "AdversarialAugment",
+    "Attack",
+    "Bounds",
+    "Compose",
+    "Cutout",
+    "GaussianBlur",
+    "GaussianNoise",
+    "Identity",
+    "Params",
+    "RandAugment",
+    "RandomAffine",
+    "RandomBackground",
+    "RandomBrightness",
+    "RandomColorBackground",
+    "RandomContrast",
+    "RandomErasing",
+    "RandomGamma",
+    "RandomRotation",
+    "RepeatChannels",
+    "Transform",
+    "affine_grid",
+    "affine_theta",
+    "apply_domain_shift",
+    "as_batch_hook",
+    "domain_randomization",
+    "domain_shift",
+    "evaluation_domains",
+    "gaussian_kernels",
+    "mild_augmentation",
+    "rand_augment",
+    "rand_augment_ops",
+]
