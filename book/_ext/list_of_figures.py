@@ -17,7 +17,7 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 
-class list_of_figures(nodes.General, nodes.Element):  # noqa: N801 - docutils node naming
+class list_of_figures(nodes.General, nodes.Element):
     """Placeholder replaced by the table once all figure numbers are known."""
 
 
