@@ -5,11 +5,11 @@ the top-class probability is c, a fraction c is classified correctly. With the c
 cut into B equal-width bins (0, 1/B], (1/B, 2/B], …, ((B−1)/B, 1] (a confidence of exactly 0
 falls in the first bin), the expected calibration error is
 
-    ECE = Σ_b (n_b / N)·|acc_b − conf_b|,
+    ``ECE = Σ_b (n_b / N)·|acc_b − conf_b|``,
 
 where n_b is the number of samples in bin b, acc_b their accuracy and conf_b their mean
 confidence (Naeini et al. 2015; Guo et al. 2017). The maximum calibration error is
-MCE = max_b |acc_b − conf_b| over non-empty bins.
+``MCE = max_b |acc_b − conf_b|`` over non-empty bins.
 
 Derived in the book, section ``sec-calibration`` of chapter *Label noise and label smoothing*.
 """
@@ -96,13 +96,18 @@ def bin_statistics(
     idx = torch.bucketize(conf, edges[1:-1], right=False)
     counts = torch.zeros(n_bins, dtype=torch.int64, device=conf.device)
     counts.index_add_(0, idx, torch.ones_like(idx))
-    conf_sum = torch.zeros(n_bins, dtype=conf.dtype, device=conf.device).index_add_(0, idx, conf)
-    acc_sum = torch.zeros(n_bins, dtype=conf.dtype, device=conf.device).index_add_(0, idx, correct)
-    denom = counts.to(conf.dtype)
+    # Accumulate in float64 (not on MPS, which has none): float32 sums over 1e5 samples lose the
+    # fourth digit of the bin means.
+    acc = torch.float64 if conf.device.type != "mps" else torch.float32
+    conf_sum = torch.zeros(n_bins, dtype=acc, device=conf.device)
+    conf_sum.index_add_(0, idx, conf.to(acc))
+    acc_sum = torch.zeros(n_bins, dtype=acc, device=conf.device)
+    acc_sum.index_add_(0, idx, correct.to(acc))
+    denom = counts.to(acc)
     nan = torch.full_like(denom, float("nan"))
     empty = counts == 0
-    confidence = torch.where(empty, nan, conf_sum / denom.clamp_min(1))
-    accuracy = torch.where(empty, nan, acc_sum / denom.clamp_min(1))
+    confidence = torch.where(empty, nan, conf_sum / denom.clamp_min(1)).to(conf.dtype)
+    accuracy = torch.where(empty, nan, acc_sum / denom.clamp_min(1)).to(conf.dtype)
     return BinStats(edges, counts, confidence, accuracy)
 
 
@@ -115,11 +120,11 @@ def _ece_from_stats(stats: BinStats) -> torch.Tensor:
 def expected_calibration_error(
     probs: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, from_logits: bool = False
 ) -> float:
-    """ECE = Σ_b (n_b/N)·|acc_b − conf_b| with B equal-width confidence bins (top-label ECE).
+    """``ECE = Σ_b (n_b/N)·|acc_b − conf_b|`` with B equal-width confidence bins (top-label ECE).
 
     It is 0 for a perfectly calibrated predictor (up to sampling noise and the within-bin
-    averaging) and equals |c − accuracy| for a predictor whose confidence is always c. Derived in
-    the book, section ``sec-calibration`` of chapter *Label noise and label smoothing*.
+    averaging) and equals ``|c − accuracy|`` for a predictor whose confidence is always c.
+    Derived in the book, section ``sec-calibration`` of chapter *Label noise and label smoothing*.
 
     Args:
         probs: class probabilities ``(N, k)`` (or logits with ``from_logits=True``).
@@ -133,7 +138,7 @@ def expected_calibration_error(
 def maximum_calibration_error(
     probs: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, from_logits: bool = False
 ) -> float:
-    """MCE = max_b |acc_b − conf_b| over the non-empty bins. Derived in the book, section
+    """``MCE = max_b |acc_b − conf_b|`` over the non-empty bins. Derived in the book, section
     ``sec-calibration`` of chapter *Label noise and label smoothing*."""
     stats = bin_statistics(probs, y, n_bins=n_bins, from_logits=from_logits)
     return float((stats.accuracy - stats.confidence).abs().nan_to_num(0.0).max())

@@ -387,10 +387,10 @@ def top_hessian_eigenvalue(
 
         v₀ ~ N(0, I)/‖·‖,   w_t = H v_t,   λ_t = v_tᵀ w_t,   v_{t+1} = w_t/‖w_t‖,
 
-    stopping when |λ_t − λ_{t−1}| <= tol·|λ_t| or after ``iters`` products. Power iteration
+    stopping when ``|λ_t − λ_{t−1}| <= tol·|λ_t|`` or after ``iters`` products. Power iteration
     converges to the eigenvalue of largest *magnitude*; at a minimum (H positive semidefinite)
     that is the top eigenvalue, the curvature of the sharpest direction. The eigenvector error
-    shrinks like |λ₂/λ₁|^t, the eigenvalue error like |λ₂/λ₁|^(2t). Derived in the book,
+    shrinks like ``|λ₂/λ₁|^t``, the eigenvalue error like ``|λ₂/λ₁|^(2t)``. Derived in the book,
     section ``sec-sharpness-measures`` of chapter *Flat minima*.
 
     Returns:
@@ -477,7 +477,8 @@ def epsilon_sharpness(
 
         φ_ε(θ) = 100 · (max_{δ ∈ C_ε} L(θ + δ) − L(θ)) / (1 + L(θ))
 
-    * ``norm="box"`` (Keskar et al.): C_ε = {δ : |δ_i| <= b_i}, b_i = ε·(|θ_i| + 1), searched in the
+    * ``norm="box"`` (Keskar et al.): ``C_ε = {δ : |δ_i| <= b_i}``, ``b_i = ε·(|θ_i| + 1)``,
+      searched in the
       full parameter space with sign-gradient ascent δ ← clip(δ + α·b ⊙ sign ∇L(θ + δ), −b, b);
     * ``norm="l2"`` (the neighbourhood of SAM): C_ε = {δ : ‖δ‖₂ <= ε}, with normalised gradient
       ascent δ ← Π(δ + α·ε·∇L/‖∇L‖).

@@ -11,8 +11,8 @@ and one SAM update with base optimizer ``base`` is
     2. g_SAM = ∇L_B(θ + ε̂); restore θ and let the base optimizer step with g_SAM
        (the *second step*); for plain SGD: θ' = θ − lr·∇L_B(θ + ε̂).
 
-With ``adaptive=True`` it is ASAM (Kwon et al. 2021): ε̂ = ρ·T²g/‖Tg‖₂ with T = diag(|θ|), which
-makes the neighbourhood scale invariant per weight.
+With ``adaptive=True`` it is ASAM (Kwon et al. 2021): ``ε̂ = ρ·T²g/‖Tg‖₂`` with
+``T = diag(|θ|)``, which makes the neighbourhood scale invariant per weight.
 
 Derived in the book, section ``sec-sam`` of chapter *Flat minima*.
 
@@ -75,7 +75,7 @@ class SAM(torch.optim.Optimizer):
     **base_kwargs)``), so learning-rate schedulers and ``zero_grad`` act on both; every group
     carries SAM's ``rho`` and ``adaptive`` next to the base optimizer's options. ε̂ is
     computed from the gradient norm over *all* parameters with a gradient:
-    ε̂ = ρ·g/(‖g‖₂ + 1e-12), or ρ·T²g/(‖Tg‖₂ + 1e-12) with T = |θ| for ASAM. Derived in the book,
+    ε̂ = ρ·g/(‖g‖₂ + 1e-12), or ρ·T²g/(‖Tg‖₂ + 1e-12) with ``T = |θ|`` for ASAM. Derived in the book,
     section ``sec-sam`` of chapter *Flat minima*.
 
     Args:
