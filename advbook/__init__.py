@@ -13,8 +13,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attacks", "augment", "calibration", "data", "flatness", "label_smoothing", "models", "noise",
-    "plot", "sam", "train", "utils",
+    "attacks", "augment", "calibration", "checkpoint", "data", "defenses", "distributed",
+    "flatness", "label_smoothing", "models", "noise", "plot", "sam", "train", "train_robust",
+    "utils",
 }
 
 __all__ = sorted(_SUBMODULES | {"__version__"})

@@ -1,0 +1,1 @@
+"""Benchmarks of the advbook library (run as scripts, not part of the tests)."""

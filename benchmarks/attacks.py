@@ -1,0 +1,275 @@
+"""Benchmark: advbook's attacks against torchattacks 3.5.1 and foolbox 3.3.4.
+
+All implementations attack the same trained :class:`~advbook.models.SmallCNN` on the same batch
+of MNIST test images, in one process. Each timing is the median of ``repeats`` runs after a
+warm-up run, and the implementations are interleaved repeat by repeat so that a change in the
+machine's load hits all of them alike. Reported per row:
+
+* ``median_s`` — median wall time;
+* ``vs_torchattacks``, ``vs_foolbox`` — time ratio ours / peer (for our rows);
+* ``strength`` — robust accuracy on the batch (FGSM, PGD) or the median L2 distance over the
+  correctly classified images, failures counted as ``inf`` (DeepFool, C&W), with ``success``;
+* ``fb_equiv`` — time / (one forward+backward w.r.t. the input on the batch, timed as the
+  mean over a loop of 10 such passes in the same rounds as the attacks), and ``floor_ratio`` —
+  time / (nominal gradient steps × that forward+backward).
+
+C&W runs on the first ``cw_batch`` images of the batch (all three implementations alike).
+
+Run ``python -m benchmarks.attacks [--batch 128] [--repeats 5] [--threads N] [--out CSV]``.
+Not part of the test-suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advbook.attacks import carlini_wagner, deepfool, fgsm, pgd
+from advbook.attacks._utils import batch_norms
+from advbook.data import load_mnist
+from advbook.models import SmallCNN
+from advbook.train import fit
+
+DEFAULT_OUT = Path("benchmarks/results/attacks-cpu.csv")
+
+# Settings shared by all implementations.
+EPS_LINF, EPS_L2, PGD_STEPS = 0.1, 1.5, 10
+CW = {"binary_search_steps": 5, "steps": 500, "lr": 0.01, "c": 0.01}
+
+AttackFn = Callable[[], Tensor]
+
+
+def _train_model(epochs: int, seed: int) -> tuple[nn.Module, Tensor, Tensor]:
+    ds = load_mnist()
+    torch.manual_seed(seed)
+    model = SmallCNN()
+    fit(model, ds.x_train, ds.y_train, epochs=epochs, seed=seed, progress=False)
+    return model.eval(), ds.x_test, ds.y_test
+
+
+FLOOR_LOOP = 10
+
+
+def _forward_backward(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
+    """``FLOOR_LOOP`` consecutive forward+backward passes w.r.t. the input (the attack floor).
+
+    Each pass starts from the previous input moved along its gradient's sign, as in an attack,
+    so the loop measures what ``steps`` gradient evaluations cost without the attack's logic.
+    """
+
+    def run() -> Tensor:
+        xr = x
+        for _ in range(FLOOR_LOOP):
+            xr = xr.detach().requires_grad_(True)
+            loss = F.cross_entropy(model(xr), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xr)
+            xr = xr + 1e-3 * grad.sign()
+        return xr
+
+    return run
+
+
+def _strength(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, kind: str) -> dict:
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+        fooled = model(x_adv).argmax(1) != y
+    if kind == "accuracy":
+        return {"strength": float((~fooled).float().mean()), "strength_metric": "robust acc",
+                "success": float(fooled[correct].float().mean())}
+    fooled &= x_adv.flatten(1).abs().sum(1) > 0  # foolbox C&W returns zeros on failure
+    d = torch.where(fooled, batch_norms(x_adv - x, "l2"), torch.full_like(fooled, math.inf,
+                                                                          dtype=x.dtype))
+    d = d[correct]
+    return {"strength": float(d.median()), "strength_metric": "median L2",
+            "success": float(torch.isfinite(d).float().mean())}
+
+
+def _peers(
+    model: nn.Module, x: Tensor, y: Tensor, x_cw: Tensor, y_cw: Tensor
+) -> dict[str, dict[str, tuple[AttackFn, str]]]:
+    """For each benchmark, the implementations: name → (zero-argument callable, strength kind).
+
+    C&W runs on its own (smaller) batch ``x_cw`` because of its cost.
+    """
+    import foolbox as fb  # optional, benchmark-only dependencies
+    import torchattacks as ta
+
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    a_linf, a_l2 = 2.5 * EPS_LINF / PGD_STEPS, 2.5 * EPS_L2 / PGD_STEPS
+
+    def gen() -> torch.Generator:  # the same random start for every call
+        return torch.Generator().manual_seed(0)
+
+    cw_total = CW["binary_search_steps"] * CW["steps"]
+
+    def fbx(attack: object, eps: float | None, xb: Tensor = x, yb: Tensor = y) -> AttackFn:
+        return lambda: attack(fmodel, xb, yb, epsilons=eps)[1 if eps is not None else 0]
+
+    return {
+        "FGSM Linf": {
+            "ours": (lambda: fgsm(model, x, y, eps=EPS_LINF), "accuracy"),
+            "torchattacks": (lambda: ta.FGSM(model, eps=EPS_LINF)(x, y), "accuracy"),
+            "foolbox": (fbx(fb.attacks.LinfFastGradientAttack(random_start=False), EPS_LINF),
+                        "accuracy"),
+        },
+        "PGD-10 Linf": {
+            "ours": (lambda: pgd(model, x, y, eps=EPS_LINF, steps=PGD_STEPS, generator=gen()),
+                     "accuracy"),
+            "ours (early_stop)": (
+                lambda: pgd(model, x, y, eps=EPS_LINF, steps=PGD_STEPS, generator=gen(),
+                            early_stop=True), "accuracy"),
+            "torchattacks": (lambda: ta.PGD(model, eps=EPS_LINF, alpha=a_linf,
+                                            steps=PGD_STEPS)(x, y), "accuracy"),
+            "foolbox": (fbx(fb.attacks.LinfPGD(abs_stepsize=a_linf, steps=PGD_STEPS), EPS_LINF),
+                        "accuracy"),
+        },
+        "PGD-10 L2": {
+            "ours": (lambda: pgd(model, x, y, eps=EPS_L2, steps=PGD_STEPS, norm="l2",
+                                 generator=gen()), "accuracy"),
+            "ours (early_stop)": (
+                lambda: pgd(model, x, y, eps=EPS_L2, steps=PGD_STEPS, norm="l2", generator=gen(),
+                            early_stop=True), "accuracy"),
+            "torchattacks": (lambda: ta.PGDL2(model, eps=EPS_L2, alpha=a_l2,
+                                              steps=PGD_STEPS)(x, y), "accuracy"),
+            "foolbox": (fbx(fb.attacks.L2PGD(abs_stepsize=a_l2, steps=PGD_STEPS), EPS_L2),
+                        "accuracy"),
+        },
+        "DeepFool L2": {
+            "ours": (lambda: deepfool(model, x, y, steps=50, overshoot=0.02, candidates=10),
+                     "distance"),
+            "torchattacks": (lambda: ta.DeepFool(model, steps=50, overshoot=0.02)(x, y),
+                             "distance"),
+            "foolbox": (fbx(fb.attacks.L2DeepFoolAttack(steps=50, candidates=10,
+                                                         overshoot=0.02), None), "distance"),
+        },
+        "C&W L2": {
+            "ours": (lambda: carlini_wagner(model, x_cw, y_cw, **CW), "distance"),
+            # torchattacks' CW has no binary search: one constant, the same number of steps
+            "torchattacks": (
+                lambda: ta.CW(model, c=1.0, steps=cw_total, lr=CW["lr"])(x_cw, y_cw),
+                "distance"),
+            "foolbox": (fbx(fb.attacks.L2CarliniWagnerAttack(
+                binary_search_steps=CW["binary_search_steps"], steps=CW["steps"],
+                stepsize=CW["lr"], initial_const=CW["c"]), None, x_cw, y_cw), "distance"),
+        },
+    }
+
+
+NOMINAL_STEPS = {
+    "FGSM Linf": 1,
+    "PGD-10 Linf": PGD_STEPS,
+    "PGD-10 L2": PGD_STEPS,
+    "DeepFool L2": math.nan,
+    "C&W L2": CW["binary_search_steps"] * CW["steps"],
+}
+
+
+def _time_interleaved(fns: dict[str, AttackFn], repeats: int) -> tuple[dict, dict]:
+    """Median time of each function; one call of each per round, after a warm-up round."""
+    outputs = {name: fn() for name, fn in fns.items()}  # warm-up, and the attacked batch
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}, outputs
+
+
+def run(
+    *,
+    batch: int = 128,
+    cw_batch: int = 32,
+    repeats: int = 5,
+    epochs: int = 2,
+    seed: int = 0,
+    threads: int | None = None,
+    only: tuple[str, ...] | None = None,
+) -> list[dict]:
+    """Run the benchmark and return one row (a dict) per benchmark × implementation."""
+    if repeats < 5:
+        raise ValueError(f"repeats must be >= 5 for a meaningful median, got {repeats}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    model, x_all, y_all = _train_model(epochs, seed)
+    x, y = x_all[:batch], y_all[:batch]
+    x_cw, y_cw = x_all[:cw_batch], y_all[:cw_batch]
+    rows: list[dict] = []
+    for bench, impls in _peers(model, x, y, x_cw, y_cw).items():
+        if only and bench not in only:
+            continue
+        xb, yb = (x_cw, y_cw) if bench == "C&W L2" else (x, y)
+        # the forward+backward floor is timed in the same rounds as the attacks
+        fns = {k: v[0] for k, v in impls.items()} | {"fwd+bwd": _forward_backward(model, xb, yb)}
+        medians, outputs = _time_interleaved(fns, repeats)
+        t_fb = medians["fwd+bwd"] / FLOOR_LOOP
+        for impl, (_, kind) in impls.items():
+            row = {
+                "attack": bench,
+                "implementation": impl,
+                "median_s": medians[impl],
+                "vs_torchattacks": math.nan,
+                "vs_foolbox": math.nan,
+                **_strength(model, xb, yb, outputs[impl].detach(), kind),
+                "fb_equiv": medians[impl] / t_fb,
+                "floor_ratio": medians[impl] / (NOMINAL_STEPS[bench] * t_fb),
+                "batch": len(xb),
+                "threads": torch.get_num_threads(),
+                "fwd_bwd_s": t_fb,
+            }
+            if impl.startswith("ours"):
+                row["vs_torchattacks"] = medians[impl] / medians["torchattacks"]
+                row["vs_foolbox"] = medians[impl] / medians["foolbox"]
+            rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    frame = pd.DataFrame(rows)
+    cols = ["attack", "implementation", "median_s", "vs_torchattacks", "vs_foolbox",
+            "strength_metric", "strength", "success", "floor_ratio"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in frame[cols].iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if isinstance(v, float):
+                cells.append("" if math.isnan(v) else f"{v:.3f}")
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--cw-batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--only", nargs="*", default=None, help="benchmark names to run")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    rows = run(batch=args.batch, cw_batch=args.cw_batch, repeats=args.repeats,
+               epochs=args.epochs, threads=args.threads,
+               only=tuple(args.only) if args.only else None)
+    print(to_markdown(rows))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(args.out, index=False)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
