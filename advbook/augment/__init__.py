@@ -11,10 +11,10 @@ loops, and replays bit for bit when given the parameters it returned::
     assert torch.equal(t(x, params=params), x_aug)
     history = fit(model, x, y, batch_hook=augment.as_batch_hook(t))
 
-Modules: :mod:`.base` (protocol, :class:`Compose`), :mod:`.geometric` (random affine),
-:mod:`.photometric` (brightness, contrast, gamma, backgrounds), :mod:`.noise` (noise, blur),
-:mod:`.erasing` (random erasing, cutout), :mod:`.adversarial` (attack outputs as augmentation),
-:mod:`.presets` (domain randomisation, RandAugment, test-domain shifts), :mod:`.hooks`
+Modules: ``base`` (protocol, :class:`Compose`), ``geometric`` (random affine),
+``photometric`` (brightness, contrast, gamma, backgrounds), ``noise`` (noise, blur),
+``erasing`` (random erasing, cutout), ``adversarial`` (attack outputs as augmentation),
+``presets`` (domain randomisation, RandAugment, test-domain shifts), ``hooks``
 (``batch_hook`` for :func:`advbook.train.fit`).
 
 Derived in the book, chapter *Neural data augmentation* (sections ``sec-augment-protocol``,

@@ -242,7 +242,7 @@ def _domain(name: str, out_channels: int) -> list[Transform]:
 
 
 def domain_shift(name: str, *, out_channels: int = 1, seed: int = 0) -> Compose:
-    """The test-domain shift ``name`` (``"clean"`` or one of :data:`DOMAIN_SHIFTS`).
+    """The test-domain shift ``name`` (``"clean"`` or one of ``DOMAIN_SHIFTS``).
 
     Every sample is shifted (``p = 1``); random magnitudes exclude mild values:
 
