@@ -63,6 +63,7 @@ def project(delta: Tensor, eps: float, norm: str) -> Tensor:
 
 
 def check_generator(generator: object, name: str) -> torch.Generator | None:
+    """Check that ``generator`` is a ``torch.Generator`` or ``None``."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"{name}: generator must be a torch.Generator or None, got {type(generator).__name__}"
@@ -70,9 +71,7 @@ def check_generator(generator: object, name: str) -> torch.Generator | None:
     return generator
 
 
-def _draw(
-    kind: str, like: Tensor, generator: torch.Generator | None
-) -> Tensor:
+def _draw(kind: str, like: Tensor, generator: torch.Generator | None) -> Tensor:
     """``torch.rand``/``torch.randn`` shaped like ``like``, on its device and dtype.
 
     With a generator on another device (a CPU generator for CUDA data) the numbers are drawn
