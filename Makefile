@@ -19,13 +19,18 @@ define timed
 	printf '%6d s  %s\n' "$$SECONDS" "$(1)" | tee -a $(TIMINGS)
 endef
 
-.PHONY: help install book serve test unit notebooks-check book-check lint notebooks bench clean
+.PHONY: help install book serve test unit notebooks-check book-check test-html chromium lint notebooks bench clean
 
 help:
 	@echo "make book   - create .venv if missing, install, execute every chapter, build _build/html"
-	@echo "make test   - unit tests, nbval re-run of every notebook (figures compared), strict build"
+	@echo "make test   - unit tests, nbval re-run of every notebook (figures compared), strict build,"
+	@echo "              browser check of every page (test-html)"
+	@echo "make test-html - open every page of _build/html in headless Chromium (installs Debian's"
+	@echo "              chromium + chromium-driver if missing; ADVBOOK_SKIP_BROWSER=1 skips without)"
 	@echo "make serve  - serve _build/html on http://localhost:8000"
 	@echo "make notebooks - re-execute the notebooks in place (refresh their stored outputs)"
+	@echo "make bench  - time attacks and augmentation against torchattacks, foolbox and kornia"
+	@echo "              (about 15 min on 2 cores); writes benchmarks/results/*.csv and RESULTS.md"
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +54,7 @@ serve:
 
 test: install
 	@rm -f $(TIMINGS)
-	@$(MAKE) --no-print-directory lint unit notebooks-check book-check
+	@$(MAKE) --no-print-directory chromium lint unit notebooks-check book-check test-html
 	@echo; echo "== timing summary =="; cat $(TIMINGS)
 
 lint: install
@@ -64,8 +69,34 @@ notebooks-check: install
 book-check: install conf.py
 	$(call timed,strict book build from the stored outputs,rm -rf _build/html _build/doctrees && $(BIN)/sphinx-build -b html -W --keep-going -n -q -D nb_execution_mode=off $(SPHINX_OPTS) . _build/html)
 
+# Debian's headless browser for test-html and tests/test_check_html.py (never a browser download)
+CHROMIUM ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+
+chromium:
+	@if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else sudo=none; fi; \
+	if [ "$$sudo" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "== installing Debian's chromium and chromium-driver (apt-get) for the browser check"; \
+	  { $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || true; \
+	fi; \
+	if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then exit 0; fi; \
+	if [ "$${ADVBOOK_SKIP_BROWSER:-0}" = 1 ]; then \
+	  echo "!!!!!!!! SKIP: no $(CHROMIUM) / $(CHROMEDRIVER) and ADVBOOK_SKIP_BROWSER=1: the built pages will NOT be opened in a browser !!!!!!!!"; \
+	else \
+	  echo "error: the browser check needs $(CHROMIUM) and $(CHROMEDRIVER), which could not be installed. Run 'apt-get install chromium chromium-driver' as root, or set ADVBOOK_SKIP_BROWSER=1 to skip the check." >&2; \
+	  exit 1; \
+	fi
+
+test-html: install conf.py chromium
+	@test -f _build/html/index.html || $(MAKE) --no-print-directory book-check
+	$(call timed,browser check: every page of _build/html in headless Chromium,if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then $(BIN)/python -m tools.check_html _build/html --chromium $(CHROMIUM) --chromedriver $(CHROMEDRIVER); else echo "!!!!!!!! SKIP test-html: no headless Chromium (ADVBOOK_SKIP_BROWSER=1) !!!!!!!!"; fi)
+
 notebooks: install
 	ADVBOOK_PROGRESS=0 $(BIN)/python -m tools.execute_notebooks $(NOTEBOOKS)
+
+bench: install
+	$(call timed,benchmarks (python -m benchmarks),$(BIN)/python -m benchmarks --threads 1 $(BENCH_OPTS))
 
 clean:
 	rm -rf _build conf.py nbfigure-results .pytest_cache

@@ -15,7 +15,21 @@ machine's load hits all of them alike. Reported per row:
 
 C&W runs on the first ``cw_batch`` images of the batch (all three implementations alike).
 
-Run ``python -m benchmarks.attacks [--batch 128] [--repeats 5] [--threads N] [--out CSV]``.
+``DeepFool L2 (K=100)`` attacks a second model with 100 classes — the SmallCNN trained on
+"two-digit numbers" (two MNIST digits, each squeezed to half width, side by side; label
+``10·left + right``) — on ``k100_batch`` test images: ours with the top-10 candidate classes and
+with all 100, torchattacks (which always differentiates all classes, one image at a time) and
+foolbox (top-10 candidates).
+
+On CUDA (``--device cuda``) the model is the CIFAR-size :func:`~advbook.models.small_resnet` (random
+weights, 3×32×32 uniform inputs labelled by the model's own predictions, so every input starts
+correctly classified) at batch 512, and PGD is also timed with the model in ``channels_last`` memory
+format and under ``torch.compile`` (``--variants``, also available on the CPU).
+
+Each row records the 1-minute load average before and after its benchmark, so that a
+reader can see how busy the machine was. Run ``python -m benchmarks.attacks [--device cpu]
+[--batch 128] [--repeats 5] [--threads N] [--out CSV]``, or everything with
+``python -m benchmarks``.
 Not part of the test-suite.
 """
 
@@ -23,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 import warnings
@@ -37,10 +52,10 @@ from torch import Tensor, nn
 from advbook.attacks import carlini_wagner, deepfool, fgsm, pgd
 from advbook.attacks._utils import batch_norms
 from advbook.data import load_mnist
-from advbook.models import SmallCNN
+from advbook.models import SmallCNN, small_resnet
 from advbook.train import fit
 
-DEFAULT_OUT = Path("benchmarks/results/attacks-cpu.csv")
+RESULTS = Path(__file__).resolve().parent / "results"
 
 # Settings shared by all implementations.
 EPS_LINF, EPS_L2, PGD_STEPS = 0.1, 1.5, 10
@@ -55,6 +70,40 @@ def _train_model(epochs: int, seed: int) -> tuple[nn.Module, Tensor, Tensor]:
     model = SmallCNN()
     fit(model, ds.x_train, ds.y_train, epochs=epochs, seed=seed, progress=False)
     return model.eval(), ds.x_test, ds.y_test
+
+
+def two_digit_numbers(x: Tensor, y: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` images of two-digit numbers built from digits ``x`` (N, 1, 28, 28) with labels ``y``.
+
+    Each image puts two random digits side by side, each average-pooled to half its width, so the
+    result is again 1×28×28; its label is ``10·left + right`` (100 classes).
+    """
+    g = torch.Generator().manual_seed(seed)
+    i, j = torch.randint(len(x), (2, n), generator=g)
+    half = F.avg_pool2d(x, kernel_size=(1, 2))  # (N, 1, 28, 14)
+    return torch.cat([half[i], half[j]], dim=3), 10 * y[i] + y[j]
+
+
+def _train_k100_model(epochs: int, seed: int) -> tuple[nn.Module, Tensor, Tensor]:
+    """A SmallCNN with 100 classes trained on two-digit numbers (for DeepFool at K=100)."""
+    ds = load_mnist()
+    x_tr, y_tr = two_digit_numbers(ds.x_train, ds.y_train, 20_000, seed)
+    x_te, y_te = two_digit_numbers(ds.x_test, ds.y_test, 2_000, seed + 1)
+    torch.manual_seed(seed)
+    model = SmallCNN(num_classes=100)
+    fit(model, x_tr, y_tr, epochs=epochs, seed=seed, progress=False)
+    return model.eval(), x_te, y_te
+
+
+def _cuda_model(batch: int, seed: int, device: torch.device) -> tuple[nn.Module, Tensor, Tensor]:
+    """Random-weight CIFAR-size ResNet, uniform inputs labelled by its own predictions."""
+    torch.manual_seed(seed)
+    model = small_resnet(num_classes=10).to(device).eval()
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.rand(batch, 3, 32, 32, generator=g, device=device)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
 
 
 FLOOR_LOOP = 10
@@ -165,54 +214,163 @@ def _peers(
     }
 
 
+def _k100_peers(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, tuple[AttackFn, str]]:
+    """DeepFool on the 100-class model: top-10 and all-100 candidates against the peers."""
+    import foolbox as fb
+    import torchattacks as ta
+
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    fb_df = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)
+    return {
+        "ours": (lambda: deepfool(model, x, y, steps=50, overshoot=0.02, candidates=10),
+                 "distance"),
+        "ours (all 100 classes)": (
+            lambda: deepfool(model, x, y, steps=50, overshoot=0.02, candidates=100), "distance"),
+        "torchattacks": (lambda: ta.DeepFool(model, steps=50, overshoot=0.02)(x, y), "distance"),
+        "foolbox": (lambda: fb_df(fmodel, x, y, epsilons=None)[0], "distance"),
+    }
+
+
+def _variant_peers(
+    model: nn.Module, x: Tensor, y: Tensor, variants: tuple[str, ...]
+) -> dict[str, tuple[AttackFn, str]]:
+    """PGD-10 L∞ with the model in channels_last format and/or compiled with torch.compile."""
+    out: dict[str, tuple[AttackFn, str]] = {}
+
+    def gen() -> torch.Generator:
+        return torch.Generator(device=x.device).manual_seed(0)
+
+    for v in variants:
+        m = model
+        xv = x
+        if v == "channels_last":
+            import copy
+
+            m = copy.deepcopy(model).to(memory_format=torch.channels_last)
+            xv = x.contiguous(memory_format=torch.channels_last)
+        elif v == "compile":
+            m = torch.compile(model)
+        else:
+            raise ValueError(f"unknown variant {v!r}; expected 'channels_last' or 'compile'")
+        out[f"ours ({v})"] = (
+            lambda m=m, xv=xv: pgd(m, xv, y, eps=EPS_LINF, steps=PGD_STEPS, generator=gen()),
+            "accuracy",
+        )
+    return out
+
+
 NOMINAL_STEPS = {
     "FGSM Linf": 1,
     "PGD-10 Linf": PGD_STEPS,
     "PGD-10 L2": PGD_STEPS,
     "DeepFool L2": math.nan,
+    "DeepFool L2 (K=100)": math.nan,
     "C&W L2": CW["binary_search_steps"] * CW["steps"],
 }
 
 
-def _time_interleaved(fns: dict[str, AttackFn], repeats: int) -> tuple[dict, dict]:
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_interleaved(
+    fns: dict[str, AttackFn], repeats: int, device: torch.device | None = None
+) -> tuple[dict, dict]:
     """Median time of each function; one call of each per round, after a warm-up round."""
     outputs = {name: fn() for name, fn in fns.items()}  # warm-up, and the attacked batch
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            _sync(device)
             start = time.perf_counter()
             fn()
+            _sync(device)
             times[name].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}, outputs
 
 
+def _machine(device: torch.device) -> str:
+    """A short name of the machine: the GPU's name, or the CPU model and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    import platform
+
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return math.nan
+
+
 def run(
     *,
-    batch: int = 128,
+    batch: int | None = None,
     cw_batch: int = 32,
+    k100_batch: int = 32,
     repeats: int = 5,
     epochs: int = 2,
     seed: int = 0,
     threads: int | None = None,
     only: tuple[str, ...] | None = None,
+    device: str = "cpu",
+    variants: tuple[str, ...] | None = None,
 ) -> list[dict]:
-    """Run the benchmark and return one row (a dict) per benchmark × implementation."""
+    """Run the benchmark and return one row (a dict) per benchmark × implementation.
+
+    ``batch`` defaults to 128 on the CPU and 512 on CUDA; ``variants`` (PGD with the model in
+    ``channels_last`` format and/or ``compile``-d) default to both on CUDA and none on the CPU.
+    """
     if repeats < 5:
         raise ValueError(f"repeats must be >= 5 for a meaningful median, got {repeats}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch.cuda.is_available() is False")
     if threads is not None:
         torch.set_num_threads(threads)
+    if batch is None:
+        batch = 512 if dev.type == "cuda" else 128
+    if variants is None:
+        variants = ("channels_last", "compile") if dev.type == "cuda" else ()
     warnings.filterwarnings("ignore")
-    model, x_all, y_all = _train_model(epochs, seed)
-    x, y = x_all[:batch], y_all[:batch]
-    x_cw, y_cw = x_all[:cw_batch], y_all[:cw_batch]
+    if dev.type == "cuda":
+        model, x, y = _cuda_model(batch, seed, dev)
+        model_name = "small_resnet (random weights) on 3x32x32"
+    else:
+        model, x_all, y_all = _train_model(epochs, seed)
+        x, y = x_all[:batch], y_all[:batch]
+        model_name = "SmallCNN trained on MNIST-5k"
+    x_cw, y_cw = x[:cw_batch], y[:cw_batch]
+    groups: dict[str, tuple[dict[str, tuple[AttackFn, str]], nn.Module, Tensor, Tensor, str]] = {
+        k: (v, model, *((x_cw, y_cw) if k == "C&W L2" else (x, y)), model_name)
+        for k, v in _peers(model, x, y, x_cw, y_cw).items()
+    }
+    if variants:
+        groups["PGD-10 Linf"][0].update(_variant_peers(model, x, y, tuple(variants)))
+    if dev.type == "cpu" and (not only or "DeepFool L2 (K=100)" in only):
+        m100, x100, y100 = _train_k100_model(epochs + 1, seed)
+        x100, y100 = x100[:k100_batch], y100[:k100_batch]
+        groups["DeepFool L2 (K=100)"] = (_k100_peers(m100, x100, y100), m100, x100, y100,
+                                         "SmallCNN, 100 classes (two-digit numbers)")
+    machine = _machine(dev)
     rows: list[dict] = []
-    for bench, impls in _peers(model, x, y, x_cw, y_cw).items():
+    for bench, (impls, mdl, xb, yb, mname) in groups.items():
         if only and bench not in only:
             continue
-        xb, yb = (x_cw, y_cw) if bench == "C&W L2" else (x, y)
+        load_before = _load()
         # the forward+backward floor is timed in the same rounds as the attacks
-        fns = {k: v[0] for k, v in impls.items()} | {"fwd+bwd": _forward_backward(model, xb, yb)}
-        medians, outputs = _time_interleaved(fns, repeats)
+        fns = {k: v[0] for k, v in impls.items()} | {"fwd+bwd": _forward_backward(mdl, xb, yb)}
+        medians, outputs = _time_interleaved(fns, repeats, dev)
+        load_after = _load()
         t_fb = medians["fwd+bwd"] / FLOOR_LOOP
         for impl, (_, kind) in impls.items():
             row = {
@@ -221,12 +379,19 @@ def run(
                 "median_s": medians[impl],
                 "vs_torchattacks": math.nan,
                 "vs_foolbox": math.nan,
-                **_strength(model, xb, yb, outputs[impl].detach(), kind),
+                **_strength(mdl, xb, yb, outputs[impl].detach(), kind),
                 "fb_equiv": medians[impl] / t_fb,
                 "floor_ratio": medians[impl] / (NOMINAL_STEPS[bench] * t_fb),
                 "batch": len(xb),
                 "threads": torch.get_num_threads(),
                 "fwd_bwd_s": t_fb,
+                "repeats": repeats,
+                "device": dev.type,
+                "machine": machine,
+                "model": mname,
+                "torch": torch.__version__,
+                "load_before": load_before,
+                "load_after": load_after,
             }
             if impl.startswith("ours"):
                 row["vs_torchattacks"] = medians[impl] / medians["torchattacks"]
@@ -254,21 +419,28 @@ def to_markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=None, help="default 128 (CPU), 512 (CUDA)")
     parser.add_argument("--cw-batch", type=int, default=32)
+    parser.add_argument("--k100-batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="PGD variants: channels_last compile (default: both on CUDA)")
     parser.add_argument("--only", nargs="*", default=None, help="benchmark names to run")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="CSV path (default benchmarks/results/attacks-<device>.csv)")
     args = parser.parse_args(argv)
-    rows = run(batch=args.batch, cw_batch=args.cw_batch, repeats=args.repeats,
-               epochs=args.epochs, threads=args.threads,
-               only=tuple(args.only) if args.only else None)
+    rows = run(batch=args.batch, cw_batch=args.cw_batch, k100_batch=args.k100_batch,
+               repeats=args.repeats, epochs=args.epochs, threads=args.threads,
+               only=tuple(args.only) if args.only else None, device=args.device,
+               variants=tuple(args.variants) if args.variants is not None else None)
     print(to_markdown(rows))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(args.out, index=False)
-    print(f"\nwrote {args.out}")
+    out = args.out or RESULTS / f"attacks-{args.device}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out, index=False)
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

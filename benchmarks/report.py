@@ -1,0 +1,160 @@
+"""Read the committed benchmark CSVs, check the performance targets, write ``RESULTS.md``.
+
+``python -m benchmarks.report`` rewrites ``benchmarks/RESULTS.md`` from whatever
+``benchmarks/results/attacks-<device>.csv`` and ``augment-<device>.csv`` files exist; it runs
+nothing. The appendix chapter *How fast and how strong* calls :func:`load_results` and
+:func:`targets` so that the book and this file report the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+#: how much higher our robust accuracy may be than a peer's for the speed comparison to count
+ACCURACY_SLACK = 0.005
+#: how much larger our median L2 may be than a peer's (relative)
+DISTANCE_SLACK = 0.02
+
+
+def load_results(results: Path = RESULTS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All attack rows and all augmentation rows found in ``results`` (empty frames if none)."""
+    attacks = [pd.read_csv(p) for p in sorted(results.glob("attacks-*.csv"))]
+    augment = [pd.read_csv(p) for p in sorted(results.glob("augment-*.csv"))]
+    return (pd.concat(attacks, ignore_index=True) if attacks else pd.DataFrame(),
+            pd.concat(augment, ignore_index=True) if augment else pd.DataFrame())
+
+
+def _row(df: pd.DataFrame, attack: str, impl: str, device: str) -> pd.Series | None:
+    sel = df[(df.attack == attack) & (df.implementation == impl) & (df.device == device)]
+    return None if sel.empty else sel.iloc[0]
+
+
+def targets(attacks: pd.DataFrame, augment: pd.DataFrame) -> pd.DataFrame:
+    """One row per performance target: what was measured, the threshold, whether it is met.
+
+    Speed ratios count only when our attack is at least as strong as the peer's within the
+    slack (``ACCURACY_SLACK`` in robust accuracy, ``DISTANCE_SLACK`` in median L2); the
+    ``condition`` column says whether it is.
+    """
+    out: list[dict] = []
+
+    def add(device: str, target: str, value: float, limit: float, condition: bool | None,
+            note: str) -> None:
+        met = bool(value <= limit) and condition is not False
+        out.append({"device": device, "target": target, "measured": value, "limit": limit,
+                    "strength condition": "n/a" if condition is None else
+                    ("met" if condition else "not met"), "met": met, "note": note})
+
+    devices = sorted(attacks.device.unique()) if not attacks.empty else []
+    for dev in devices:
+        for bench in ("PGD-10 Linf", "PGD-10 L2"):
+            ta = _row(attacks, bench, "torchattacks", dev)
+            for impl in ("ours", "ours (early_stop)"):
+                r = _row(attacks, bench, impl, dev)
+                if r is None or ta is None:
+                    continue
+                cond = r.strength <= ta.strength + ACCURACY_SLACK
+                add(dev, f"{bench} {impl}: time vs torchattacks ≤ 0.85", r.vs_torchattacks, 0.85,
+                    cond, f"robust acc {r.strength:.3f} vs torchattacks {ta.strength:.3f}")
+            r = _row(attacks, bench, "ours", dev)
+            if r is not None:
+                add(dev, f"{bench} ours: floor ratio ≤ 1.10", r.floor_ratio, 1.10, None,
+                    f"one fwd+bwd = {1e3 * r.fwd_bwd_s:.1f} ms at batch {r.batch}")
+        fb = _row(attacks, "DeepFool L2", "foolbox", dev)
+        r = _row(attacks, "DeepFool L2", "ours", dev)
+        if r is not None and fb is not None:
+            add(dev, "DeepFool K=10: time vs foolbox ≤ 0.5", r.vs_foolbox, 0.5,
+                r.strength <= fb.strength * (1 + DISTANCE_SLACK),
+                f"median L2 {r.strength:.3f} vs foolbox {fb.strength:.3f}")
+        fb = _row(attacks, "DeepFool L2 (K=100)", "foolbox", dev)
+        r = _row(attacks, "DeepFool L2 (K=100)", "ours", dev)
+        if r is not None and fb is not None:
+            ta = _row(attacks, "DeepFool L2 (K=100)", "torchattacks", dev)
+            ta_note = "" if ta is None else (
+                f"; torchattacks median L2 {ta.strength:.3f}, success {ta.success:.2f}")
+            add(dev, "DeepFool K=100: time vs torchattacks ≤ 0.03", r.vs_torchattacks, 0.03,
+                abs(r.strength / fb.strength - 1) <= DISTANCE_SLACK,
+                f"median L2 {r.strength:.3f} vs foolbox {fb.strength:.3f}{ta_note}")
+        fb = _row(attacks, "C&W L2", "foolbox", dev)
+        r = _row(attacks, "C&W L2", "ours", dev)
+        if r is not None and fb is not None:
+            add(dev, "C&W: time vs foolbox ≤ 0.7", r.vs_foolbox, 0.7,
+                r.strength <= fb.strength * (1 + DISTANCE_SLACK),
+                f"median L2 {r.strength:.3f} vs foolbox {fb.strength:.3f}, "
+                f"success {r.success:.2f} vs {fb.success:.2f}")
+    if not augment.empty:
+        for dev in sorted(augment.device.unique()):
+            sel = augment[(augment.device == dev)
+                          & augment.implementation.str.startswith("advbook")]
+            if not sel.empty:
+                r = sel.iloc[0]
+                add(dev, "random affine: time vs kornia ≤ 1.0", r.ratio_to_kornia, 1.0, None,
+                    f"batch {r.batch_size}, {r.median_ms:.1f} ms")
+    return pd.DataFrame(out)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ""
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def markdown_table(df: pd.DataFrame, cols: list[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df[cols].iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def write_results_md(path: Path = HERE / "RESULTS.md", results: Path = RESULTS) -> str:
+    """Render every CSV in ``results`` and the target check to markdown; write and return it."""
+    attacks, augment = load_results(results)
+    parts = [
+        "# Benchmark results",
+        "",
+        "Generated by `python -m benchmarks.report` from the CSV files in `benchmarks/results/`;",
+        "reproduce them with `make bench` (CPU) or `python -m benchmarks --device cuda` (GPU).",
+        "Each time is the median of the repeats after a warm-up round; implementations are",
+        "interleaved round by round, so ratios from the same run are meaningful even on a busy",
+        "machine, while absolute times are not (see the load averages). The appendix chapter",
+        "*How fast and how strong* plots these numbers.",
+        "",
+    ]
+    if attacks.empty and augment.empty:
+        parts.append("No results recorded yet.")
+    tg = targets(attacks, augment) if not (attacks.empty and augment.empty) else pd.DataFrame()
+    if not tg.empty:
+        parts += ["## Targets", "",
+                  markdown_table(tg, ["device", "target", "measured", "limit",
+                                      "strength condition", "met", "note"]), ""]
+    for dev in (sorted(attacks.device.unique()) if not attacks.empty else []):
+        sel = attacks[attacks.device == dev]
+        first = sel.iloc[0]
+        parts += [
+            f"## Attacks on {dev}: {first.machine}", "",
+            f"torch {first.torch}, {first.threads} thread(s), {first.repeats} repeats; "
+            f"1-minute load average {sel.load_before.min():.2f}–{sel.load_after.max():.2f} "
+            "during the run.", "",
+            markdown_table(sel, ["attack", "implementation", "model", "batch", "median_s",
+                                 "vs_torchattacks", "vs_foolbox", "strength_metric", "strength",
+                                 "success", "floor_ratio"]), ""]
+    if not augment.empty:
+        parts += ["## Random affine augmentation against kornia", "",
+                  markdown_table(augment, ["implementation", "device", "batch_size",
+                                           "median_ms", "min_ms", "ratio_to_kornia", "threads"]),
+                  ""]
+    text = "\n".join(parts)
+    path.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    print(write_results_md())
