@@ -44,6 +44,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ._validation import (
+    check_generator,
+    check_module,
+    check_nonneg_float,
+    check_nonneg_int,
+    check_positive_float,
+)
+
 __all__ = [
     "HessianEigen",
     "Landscape2D",
@@ -139,8 +147,7 @@ def _model_device(model: nn.Module) -> torch.device:
 @contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """Put every sub-module in eval mode and restore each one's own flag afterwards."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module(model)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -151,20 +158,11 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _trainable(model: nn.Module) -> ParamDict:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module(model)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("model has no trainable parameters (none with requires_grad=True)")
     return params
-
-
-def _check_generator(generator: object) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
-    return generator
 
 
 def _randn_like(t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -233,22 +231,6 @@ def _float_list(values: object, name: str) -> list[float]:
     return out
 
 
-def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _positive_float(value: object, name: str, *, allow_zero: bool = False) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
-    return v
-
-
 class _DatasetLoss:
     """L(θ) = (1/N)·Σ_chunks n_c·loss_fn(f(x_c; θ), y_c) evaluated through functional_call."""
 
@@ -278,7 +260,7 @@ class _DatasetLoss:
         if x.shape[0] == 0:
             raise ValueError("x and y are empty: the dataset loss needs at least one sample")
         if batch_size is not None:
-            _positive_int(batch_size, "batch_size")
+            check_nonneg_int(batch_size, "batch_size", minimum=1)
         self.model = model
         self.loss_fn = loss_fn
         self.device = _model_device(model)
@@ -396,9 +378,9 @@ def top_hessian_eigenvalue(
     Returns:
         :class:`HessianEigen` (eigenvalue, unit eigenvector, iterations used, converged flag).
     """
-    iters = _positive_int(iters, "iters")
-    tol = _positive_float(tol, "tol", allow_zero=True)
-    generator = _check_generator(generator)
+    iters = check_nonneg_int(iters, "iters", minimum=1)
+    tol = check_nonneg_float(tol, "tol")
+    generator = check_generator(generator)
     with _eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         v = {n: _randn_like(p, generator) for n, p in objective.params.items()}
@@ -443,8 +425,8 @@ def hessian_trace(
     standard error reported is the sample standard deviation over √m. Derived in the book,
     section ``sec-sharpness-measures`` of chapter *Flat minima*.
     """
-    n_probes = _positive_int(n_probes, "n_probes")
-    generator = _check_generator(generator)
+    n_probes = check_nonneg_int(n_probes, "n_probes", minimum=1)
+    generator = check_generator(generator)
     with _eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         samples = []
@@ -489,12 +471,12 @@ def epsilon_sharpness(
     maximum (L is not concave; ascent finds a local maximum). Derived in the book, section
     ``sec-sharpness-measures`` of chapter *Flat minima*.
     """
-    eps = _positive_float(eps, "eps")
-    steps = _positive_int(steps, "steps")
-    alpha = 2.0 / steps if step_size is None else _positive_float(step_size, "step_size")
+    eps = check_positive_float(eps, "eps")
+    steps = check_nonneg_int(steps, "steps", minimum=1)
+    alpha = 2.0 / steps if step_size is None else check_positive_float(step_size, "step_size")
     if norm not in ("box", "l2"):
         raise ValueError(f"norm must be 'box' or 'l2', got {norm!r}")
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     with _eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         theta = objective.params
@@ -570,9 +552,9 @@ def expected_loss_increase(
     Any batch-mean metric works as ``loss_fn`` (no gradients are taken), e.g. the accuracy, to get
     the mean accuracy under weight perturbation as ``perturbed_loss``.
     """
-    eta = _positive_float(eta, "eta", allow_zero=True)
-    n_samples = _positive_int(n_samples, "n_samples")
-    generator = _check_generator(generator)
+    eta = check_nonneg_float(eta, "eta")
+    n_samples = check_nonneg_int(n_samples, "n_samples", minimum=1)
+    generator = check_generator(generator)
     std = math.sqrt(eta)
     with _eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
@@ -617,7 +599,7 @@ def filter_normalized_direction(
     """
     if one_d not in ("zero", "copy"):
         raise ValueError(f"one_d must be 'zero' or 'copy', got {one_d!r}")
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     params = _trainable(model)
     direction: ParamDict = {}
     for n, p in params.items():
@@ -666,7 +648,7 @@ def loss_landscape_1d(
         A DataFrame with columns ``alpha`` and ``loss``.
     """
     alpha_list = _float_list(np.linspace(-1, 1, 25) if alphas is None else alphas, "alphas")
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     with _eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         theta = objective.params
@@ -701,7 +683,7 @@ def loss_landscape_2d(
     grid = np.linspace(-1, 1, 21)
     alpha_list = _float_list(grid if alphas is None else alphas, "alphas")
     beta_list = _float_list(grid if betas is None else betas, "betas")
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     with _eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         theta = objective.params

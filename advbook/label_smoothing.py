@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Real
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._validation import check_choice, check_fraction, check_generator, check_nonneg_int
 
 __all__ = [
     "from_torch_label_smoothing",
@@ -46,18 +47,7 @@ Reduction = Literal["mean", "sum", "none"]
 
 
 def _check_k(k: object) -> int:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
-        raise ValueError(f"k (the number of classes) must be an int >= 2, got {k!r}")
-    return k
-
-
-def _check_eps(eps: object, name: str = "eps") -> float:
-    if not isinstance(eps, Real) or isinstance(eps, bool):
-        raise TypeError(f"{name} must be a real number in [0, 1], got {type(eps).__name__}")
-    value = float(eps)
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must lie in [0, 1], got {eps!r}")
-    return value
+    return check_nonneg_int(k, "k (the number of classes)", minimum=2)
 
 
 def _check_labels(y: object, k: int, what: str) -> torch.Tensor:
@@ -73,8 +63,7 @@ def _check_labels(y: object, k: int, what: str) -> torch.Tensor:
 
 
 def _check_reduction(reduction: str) -> None:
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_choice(reduction, "reduction", ("mean", "sum", "none"))
 
 
 def _check_logits(logits: object, what: str) -> torch.Tensor:
@@ -119,7 +108,7 @@ def smooth_targets(
         A tensor ``(N, k)`` on ``y.device``.
     """
     k = _check_k(k)
-    eps = _check_eps(eps)
+    eps = check_fraction(eps, "eps")
     y = _check_labels(y, k, "smooth_targets")
     dtype = dtype or torch.get_default_dtype()
     if not dtype.is_floating_point:
@@ -170,7 +159,7 @@ def smoothed_cross_entropy(
     """
     logits = _check_logits(logits, "smoothed_cross_entropy")
     k = logits.shape[1]
-    eps = _check_eps(eps)
+    eps = check_fraction(eps, "eps")
     _check_reduction(reduction)
     y = _check_labels(y, k, "smoothed_cross_entropy")
     if y.shape[0] != logits.shape[0]:
@@ -193,7 +182,7 @@ def smoothed_objective(
     ``fit(model, x, y, objective=smoothed_objective(0.1))`` minimises
     :func:`smoothed_cross_entropy` with ε = ``eps`` and reports training accuracy from the logits.
     """
-    eps = _check_eps(eps)
+    eps = check_fraction(eps, "eps")
 
     def objective(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -217,7 +206,7 @@ def torch_label_smoothing(eps: float, k: int) -> float:
     ``sec-label-smoothing`` of chapter *Label noise and label smoothing*.
     """
     k = _check_k(k)
-    eps = _check_eps(eps)
+    eps = check_fraction(eps, "eps")
     if eps > (k - 1) / k:
         raise ValueError(
             f"eps={eps} exceeds (k-1)/k = {(k - 1) / k:.6g}: the book's targets then put less mass "
@@ -230,7 +219,7 @@ def torch_label_smoothing(eps: float, k: int) -> float:
 def from_torch_label_smoothing(eps_torch: float, k: int) -> float:
     """The inverse of :func:`torch_label_smoothing`: ε = ε'·(k − 1)/k."""
     k = _check_k(k)
-    eps_torch = _check_eps(eps_torch, "eps_torch")
+    eps_torch = check_fraction(eps_torch, "eps_torch")
     return eps_torch * (k - 1) / k
 
 
@@ -247,7 +236,7 @@ def optimal_logit_gap(eps: float, k: int) -> float:
     ``sec-hard-targets-diverge`` of chapter *Label noise and label smoothing*.
     """
     k = _check_k(k)
-    eps = _check_eps(eps)
+    eps = check_fraction(eps, "eps")
     if eps == 0.0:
         return math.inf
     if eps == 1.0:
@@ -299,7 +288,7 @@ def label_noise_transition_matrix(
     book, section ``sec-label-noise`` of chapter *Label noise and label smoothing*.
     """
     k = _check_k(k)
-    eps = _check_eps(eps)
+    eps = check_fraction(eps, "eps")
     t = torch.full((k, k), eps / (k - 1), dtype=dtype or torch.get_default_dtype(), device=device)
     t.fill_diagonal_(1.0 - eps)
     return t
@@ -326,12 +315,9 @@ def inject_label_noise(
         New labels with the dtype and device of ``y``.
     """
     k = _check_k(k)
-    eps = _check_eps(eps)
+    eps = check_fraction(eps, "eps")
     y = _check_labels(y, k, "inject_label_noise")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
+    check_generator(generator)
     rng_device = generator.device if generator is not None else y.device
     n = y.shape[0]
     flip = torch.rand(n, generator=generator, device=rng_device) < eps

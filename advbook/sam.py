@@ -37,7 +37,6 @@ Three ways to use it::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -46,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ._validation import check_nonneg_float
 
 __all__ = ["SAM"]
 
@@ -95,10 +96,7 @@ class SAM(torch.optim.Optimizer):
         adaptive: bool = False,
         **base_kwargs: Any,
     ) -> None:
-        if not isinstance(rho, (int, float)) or isinstance(rho, bool):
-            raise TypeError(f"rho must be a number, got {type(rho).__name__}")
-        if not math.isfinite(rho) or rho < 0:
-            raise ValueError(f"rho must be finite and >= 0, got {rho!r}")
+        rho = check_nonneg_float(rho, "rho")
         if not callable(base_optimizer):
             raise TypeError(
                 "base_optimizer must be an optimizer class or factory such as "
@@ -109,7 +107,7 @@ class SAM(torch.optim.Optimizer):
                 "base_optimizer must be an optimizer *class* or factory (e.g. "
                 "torch.optim.SGD), not an instance; pass its options as keywords"
             )
-        super().__init__(params, {"rho": float(rho), "adaptive": bool(adaptive), **base_kwargs})
+        super().__init__(params, {"rho": rho, "adaptive": bool(adaptive), **base_kwargs})
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         if not isinstance(self.base_optimizer, torch.optim.Optimizer):
             raise TypeError(

@@ -8,7 +8,6 @@ added to the logits changes nothing, C&W works on binary images, and batching ch
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from functools import partial
 
 import numpy as np
@@ -30,13 +29,7 @@ from advbook.data import load_mnist
 from advbook.models import MLP
 from advbook.train import fit
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

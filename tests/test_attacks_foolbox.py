@@ -7,8 +7,6 @@ at most 1.02× foolbox's, with at least foolbox's success rate.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -26,12 +24,7 @@ N_IMAGES = 300
 Setup = tuple[nn.Module, object, Tensor, Tensor]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 
 import pytest
@@ -27,13 +27,7 @@ EPS_ATTACKS = {"fgsm": fgsm, "pgd": pgd}
 STEP_ATTACKS = {"pgd": partial(pgd, eps=0.1), "deepfool": deepfool, "cw": carlini_wagner}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest (and steadiest on a shared CPU) single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CountingModel(nn.Module):

@@ -14,89 +14,17 @@ Every attack calls :func:`check_inputs` before doing any work and runs the model
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from numbers import Integral, Real
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 
-__all__ = [
-    "check_bounds",
-    "check_choice",
-    "check_inputs",
-    "check_logits",
-    "check_nonneg_float",
-    "check_nonneg_int",
-    "check_positive_float",
-    "model_guard",
-    "plain",
-]
+from .._validation import check_batch, check_bounds, check_model_device
 
-NORMS = ("linf", "l2")
-
-
-def check_nonneg_float(value: object, name: str, *, allow_none: bool = False) -> float | None:
-    """Return ``value`` as a float after checking that it is a finite real number ``≥ 0``."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, Real | Tensor):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise TypeError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return value
-
-
-def check_positive_float(value: object, name: str, *, allow_none: bool = False) -> float | None:
-    """Return ``value`` as a float after checking that it is a finite real number ``> 0``."""
-    out = check_nonneg_float(value, name, allow_none=allow_none)
-    if out is not None and out <= 0:
-        raise ValueError(f"{name} must be > 0, got {out}")
-    return out
-
-
-def check_nonneg_int(value: object, name: str, *, minimum: int = 0) -> int:
-    """Return ``value`` after checking that it is an ``int`` (not a bool) ``≥ minimum``."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
-def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
-    """Check that ``value`` is one of ``choices``."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
-
-
-def check_bounds(bounds: object) -> tuple[float, float]:
-    """Check that ``bounds`` is a pair of finite reals ``(lo, hi)`` with ``lo < hi``."""
-    if not isinstance(bounds, tuple | list) or len(bounds) != 2:
-        raise TypeError(f"bounds must be a pair (lo, hi) of floats, got {bounds!r}")
-    lo, hi = bounds
-    for v in (lo, hi):
-        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(float(v)):
-            raise ValueError(f"bounds must be finite real numbers, got {bounds!r}")
-    lo, hi = float(lo), float(hi)
-    if not lo < hi:
-        raise ValueError(f"bounds must satisfy lo < hi, got {bounds!r}")
-    return lo, hi
-
-
-def _model_devices(model: nn.Module) -> set[torch.device]:
-    devices = {p.device for p in model.parameters()}
-    devices |= {b.device for b in model.buffers()}
-    return devices
+__all__ = ["check_inputs", "check_logits", "model_guard", "plain"]
 
 
 def check_inputs(
@@ -112,37 +40,9 @@ def check_inputs(
         ``(lo, hi, y_max)``; ``y_max`` (``-1`` for an empty batch) is compared with the number
         of classes once the first logits are known (:func:`check_logits`).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name}: model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: x must be a torch.Tensor, got {type(x).__name__}")
-    if not isinstance(y, Tensor):
-        raise TypeError(f"{name}: y must be a torch.Tensor of labels, got {type(y).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: x must be a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim < 2:
-        raise ValueError(
-            f"{name}: x must be batched with shape (N, ...) and at least 2 dimensions, got shape "
-            f"{tuple(x.shape)}"
-        )
-    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
-        raise TypeError(f"{name}: y must hold integer class indices (int64), got dtype {y.dtype}")
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"{name}: y must have shape (N,) = ({x.shape[0]},) to match x {tuple(x.shape)}, got "
-            f"{tuple(y.shape)}"
-        )
-    if y.device != x.device:
-        raise ValueError(
-            f"{name}: x is on {x.device} but y is on {y.device}; put both on one device"
-        )
-    devices = _model_devices(model)
-    if devices and devices != {x.device}:
-        found = ", ".join(sorted(str(d) for d in devices))
-        raise ValueError(
-            f"{name}: the model's parameters/buffers are on {found} but x is on {x.device}; move "
-            f"the model or the data so that they share one device"
-        )
+    check_batch(model, x, y, name)
+    model, x, y = cast(nn.Module, model), cast(Tensor, x), cast(Tensor, y)
+    check_model_device(model, x, name)
     lo, hi = check_bounds(bounds)
     if x.shape[0] == 0:
         return lo, hi, -1

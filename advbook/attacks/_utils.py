@@ -11,7 +11,6 @@ from ._checks import check_logits
 __all__ = [
     "batch_norms",
     "ce_objective_and_grad",
-    "check_generator",
     "is_success",
     "per_sample",
     "project",
@@ -60,15 +59,6 @@ def project(delta: Tensor, eps: float, norm: str) -> Tensor:
     norms = batch_norms(delta, "l2")
     factor = (eps / norms.clamp_min(_TINY)).clamp(max=1.0)
     return delta * per_sample(factor, delta)
-
-
-def check_generator(generator: object, name: str) -> torch.Generator | None:
-    """Check that ``generator`` is a ``torch.Generator`` or ``None``."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"{name}: generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
-    return generator
 
 
 def _draw(kind: str, like: Tensor, generator: torch.Generator | None) -> Tensor:

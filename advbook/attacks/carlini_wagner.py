@@ -7,15 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._checks import (
-    check_inputs,
-    check_logits,
-    check_nonneg_float,
-    check_nonneg_int,
-    check_positive_float,
-    model_guard,
-    plain,
-)
+from .._validation import check_nonneg_float, check_nonneg_int, check_positive_float
+from ._checks import check_inputs, check_logits, model_guard, plain
 from ._utils import batch_norms, per_sample
 
 __all__ = ["carlini_wagner"]

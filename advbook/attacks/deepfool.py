@@ -5,16 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._checks import (
-    NORMS,
-    check_choice,
-    check_inputs,
-    check_logits,
-    check_nonneg_float,
-    check_nonneg_int,
-    model_guard,
-    plain,
-)
+from .._validation import NORMS, check_choice, check_nonneg_float, check_nonneg_int
+from ._checks import check_inputs, check_logits, model_guard, plain
 from ._utils import batch_norms, is_success, per_sample
 
 __all__ = ["deepfool"]

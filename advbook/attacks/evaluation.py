@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_nonneg_float, check_nonneg_int, model_guard
+from .._validation import check_choice, check_module, check_nonneg_float, check_nonneg_int
+from ._checks import model_guard
 from ._utils import batch_norms
 
 __all__ = [
@@ -94,8 +95,7 @@ def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
 
 
 def _check_common(model: object, x: object, y: object, batch_size: object, name: str) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name}: model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model, name)
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TypeError(f"{name}: x and y must be tensors, got {type(x).__name__}, "
                         f"{type(y).__name__}")
@@ -210,7 +210,7 @@ def accuracy_vs_eps(
         raise TypeError(f"{name}: attack must be callable as attack(model, x, y, eps=...)")
     if isinstance(epsilons, str | bytes) or not isinstance(epsilons, Iterable):
         raise TypeError(f"{name}: epsilons must be a sequence of floats, got {epsilons!r}")
-    eps_list = sorted(float(check_nonneg_float(e, "eps")) for e in epsilons)  # type: ignore[arg-type]
+    eps_list = sorted(check_nonneg_float(e, "eps") for e in epsilons)
     if not eps_list:
         raise ValueError(f"{name}: epsilons must not be empty")
     attacks = {f"eps={e!r}#{i}": partial(attack, eps=e) for i, e in enumerate(eps_list)}

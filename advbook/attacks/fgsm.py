@@ -5,22 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._checks import (
+from .._validation import (
     NORMS,
     check_choice,
-    check_inputs,
+    check_generator,
     check_nonneg_float,
     check_positive_float,
-    model_guard,
-    plain,
 )
-from ._utils import (
-    ce_objective_and_grad,
-    check_generator,
-    project,
-    sample_ball,
-    steepest_ascent_direction,
-)
+from ._checks import check_inputs, model_guard, plain
+from ._utils import ce_objective_and_grad, project, sample_ball, steepest_ascent_direction
 
 __all__ = ["fgsm"]
 

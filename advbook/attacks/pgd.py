@@ -6,20 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import (
+from .._validation import (
     NORMS,
     check_choice,
-    check_inputs,
-    check_logits,
+    check_generator,
     check_nonneg_float,
     check_nonneg_int,
     check_positive_float,
-    model_guard,
-    plain,
 )
+from ._checks import check_inputs, check_logits, model_guard, plain
 from ._utils import (
     ce_objective_and_grad,
-    check_generator,
     is_success,
     per_sample,
     project,

@@ -20,7 +20,15 @@ from typing import Literal, overload
 import torch
 from torch import nn
 
-from .base import Params, check_bounds_arg, check_generator, check_in_bounds
+from .._validation import check_bounds as check_bounds_arg  # check_bounds: a keyword argument
+from .._validation import (
+    check_fraction,
+    check_generator,
+    check_module,
+    check_nonneg_int,
+    check_tensor,
+)
+from .base import Params, check_in_bounds
 
 __all__ = ["AdversarialAugment", "Attack"]
 
@@ -57,15 +65,10 @@ class AdversarialAugment:
     ) -> None:
         if not callable(attack):
             raise TypeError(f"attack must be a callable (model, x, y) -> x_adv, got {attack!r}")
-        if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
-                or not 0.0 <= fraction <= 1.0):
-            raise ValueError(f"fraction must lie in [0, 1], got {fraction!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.attack = attack
-        self.fraction = float(fraction)
+        self.fraction = check_fraction(fraction, "fraction")
         self.bounds = check_bounds_arg(bounds)
-        self.seed = seed
+        self.seed = check_nonneg_int(seed, "seed")
         self.check_bounds = bool(check_bounds)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -78,25 +81,18 @@ class AdversarialAugment:
     ) -> Params:
         """Draw the replaced positions ``index`` (``k`` distinct indices in ``[0, N)``)."""
         check_generator(generator)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = check_nonneg_int(batch_size, "batch_size", minimum=1)
         g = generator if generator is not None else self.generator
         k = self.num_replaced(batch_size)
         perm = torch.randperm(batch_size, generator=g, device=g.device)
         return {"index": perm[:k]}
 
     def _check(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-            raise TypeError(
-                f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}"
-            )
-        if not x.is_floating_point() or x.ndim < 2:
-            raise ValueError(
-                f"x must be a floating batch shaped N×…, got dtype {x.dtype}, shape "
-                f"{tuple(x.shape)}"
-            )
+        check_module(model)
+        check_tensor(x, "x", floating=True)
+        check_tensor(y, "y")
+        if x.ndim < 2:
+            raise ValueError(f"x must be a batch shaped N×…, got shape {tuple(x.shape)}")
         if y.ndim < 1 or y.shape[0] != x.shape[0] or x.shape[0] == 0:
             raise ValueError(
                 f"x and y must hold the same positive number of samples, got x "

@@ -30,6 +30,9 @@ from typing import Literal, overload
 
 import torch
 
+from .._validation import check_bounds as check_bounds_arg  # check_bounds: a keyword argument
+from .._validation import check_fraction, check_generator, check_nonneg_int, check_tensor
+
 __all__ = ["Bounds", "Compose", "Identity", "Params", "RepeatChannels", "Transform"]
 
 Params = dict[str, torch.Tensor]
@@ -38,19 +41,9 @@ Shape4 = tuple[int, int, int, int]
 
 
 # ----------------------------------------------------------------------------------------------
-# small validation helpers shared by the transform modules
+# validation and sampling helpers shared by the transform modules (the generic argument checks
+# live in advbook._validation)
 # ----------------------------------------------------------------------------------------------
-def check_bounds_arg(bounds: Sequence[float]) -> Bounds:
-    """Validate a ``(low, high)`` pair of finite floats with ``low < high``."""
-    try:
-        lo, hi = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise TypeError(f"bounds must be a pair of floats (low, high), got {bounds!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"bounds must be finite with low < high, got {bounds!r}")
-    return lo, hi
-
-
 def check_range(
     value: float | Sequence[float],
     name: str,
@@ -90,6 +83,16 @@ def uniform(u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
     return a + (b - a) * u
 
 
+def rand(generator: torch.Generator, *size: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Uniform draws in ``[0, 1)`` of shape ``size`` from ``generator``, on its device."""
+    return torch.rand(*size, generator=generator, device=generator.device, dtype=dtype)
+
+
+def sample_uniform(generator: torch.Generator, n: int, bounds: tuple[float, float]) -> torch.Tensor:
+    """One draw from ``U[a, b)`` per sample of a batch of ``n``, on the generator's device."""
+    return uniform(rand(generator, n), bounds)
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; every other floating dtype is computed in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -119,11 +122,6 @@ def check_in_bounds(x: torch.Tensor, bounds: Bounds) -> None:
             f"x must lie inside bounds {bounds} (and contain no NaN), got values in "
             f"[{xmin:.4g}, {xmax:.4g}]; pass bounds=... if your data uses another range"
         )
-
-
-def check_generator(generator: torch.Generator | None) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator)}")
 
 
 def _move(params: Mapping[str, torch.Tensor], device: torch.device | None,
@@ -164,13 +162,9 @@ class Transform:
         seed: int = 0,
         check_bounds: bool = True,
     ) -> None:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        self.p = float(p)
+        self.p = check_fraction(p, "p (a probability)")
         self.bounds = check_bounds_arg(bounds)
-        self.seed = seed
+        self.seed = check_nonneg_int(seed, "seed")
         self.check_bounds = bool(check_bounds)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -196,7 +190,7 @@ class Transform:
 
     # -- machinery -----------------------------------------------------------------------------
     def _draw(self, shape: Shape4, generator: torch.Generator) -> Params:
-        apply = torch.rand(shape[0], generator=generator, device=generator.device) < self.p
+        apply = rand(generator, shape[0]) < self.p
         return {"apply": apply, **self._sample(shape, generator)}
 
     def _identity_all(self, shape: Shape4) -> Params:
@@ -212,10 +206,7 @@ class Transform:
         return out.clamp_(*self.bounds).to(x.dtype)
 
     def _check_input(self, x: torch.Tensor) -> Shape4:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        check_tensor(x, "x", floating=True)
         if x.ndim != 4:
             raise ValueError(f"x must be a batch shaped N×C×H×W, got shape {tuple(x.shape)}")
         shape = _check_shape(x.shape)
@@ -356,9 +347,7 @@ class RepeatChannels(Transform):
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
-        if isinstance(out_channels, bool) or not isinstance(out_channels, int) or out_channels < 1:
-            raise ValueError(f"out_channels must be a positive int, got {out_channels!r}")
-        self.out_channels = out_channels
+        self.out_channels = check_nonneg_int(out_channels, "out_channels", minimum=1)
 
     def out_channels_for(self, channels: int) -> int:
         return self.out_channels

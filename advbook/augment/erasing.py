@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .base import Params, Shape4, Transform, check_range, uniform
+from .._validation import check_fraction
+from .base import Params, Shape4, Transform, check_range, rand, uniform
 
 __all__ = ["Cutout", "RandomErasing"]
 
@@ -67,7 +68,7 @@ class RandomErasing(Transform):
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
         n, _, h, w = shape
-        u = torch.rand(n, 5, generator=generator, device=generator.device, dtype=torch.float64)
+        u = rand(generator, n, 5, dtype=torch.float64)
         area = uniform(u[:, 0], self.scale) * (h * w)
         rho = torch.exp(uniform(u[:, 1], (math.log(self.ratio[0]), math.log(self.ratio[1]))))
         bh = torch.sqrt(area * rho).round().clamp(0, h)
@@ -117,13 +118,12 @@ class Cutout(RandomErasing):
         seed: int = 0,
         check_bounds: bool = True,
     ) -> None:
-        if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 <= size <= 1:
-            raise ValueError(f"size must be a fraction in [0, 1], got {size!r}")
+        size = check_fraction(size, "size")
         super().__init__(
             scale=(size**2, size**2), ratio=(1.0, 1.0), value=value, p=p, bounds=bounds,
             seed=seed, check_bounds=check_bounds,
         )
-        self.size = float(size)
+        self.size = size
 
     def __repr__(self) -> str:
         return f"Cutout(size={self.size}, value={self.value!r}, p={self.p})"

@@ -34,7 +34,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import Params, Shape4, Transform, check_range, uniform
+from .._validation import check_choice
+from .base import Params, Shape4, Transform, check_range, rand, uniform
 
 __all__ = ["RandomAffine", "RandomRotation", "affine_grid", "affine_theta"]
 
@@ -147,12 +148,8 @@ class RandomAffine(Transform):
             if a <= -90 or b >= 90:
                 raise ValueError(f"{name} angles must lie in (−90°, 90°), got {shear!r}")
         self.shear_x, self.shear_y = shx, shy
-        if mode not in ("bilinear", "nearest"):
-            raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
-        if padding_mode not in _PADDING:
-            raise ValueError(
-                f"padding_mode must be one of {sorted(_PADDING)}, got {padding_mode!r}"
-            )
+        check_choice(mode, "mode", ("bilinear", "nearest"))
+        check_choice(padding_mode, "padding_mode", tuple(sorted(_PADDING)))
         lo, hi = self.bounds
         if not lo <= float(fill) <= hi:
             raise ValueError(f"fill must lie inside bounds {self.bounds}, got {fill!r}")
@@ -163,7 +160,7 @@ class RandomAffine(Transform):
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
         n = shape[0]
-        u = torch.rand(n, 7, generator=generator, device=generator.device)
+        u = rand(generator, n, 7)
         angle = uniform(u[:, 0], self.degrees)
         sx = uniform(u[:, 1], self.scale_x)
         sy = uniform(u[:, 2], self.scale_y) if self.scale_y is not None else sx
@@ -172,7 +169,7 @@ class RandomAffine(Transform):
             [uniform(u[:, 5], self.translate[0]), uniform(u[:, 6], self.translate[1])], -1
         )
         if self.random_sign:
-            sign = torch.rand(n, 5, generator=generator, device=generator.device).lt(0.5)
+            sign = rand(generator, n, 5).lt(0.5)
             sign = 1.0 - 2.0 * sign.to(u.dtype)
             angle = angle * sign[:, 0]
             shear = shear * sign[:, 1:3]

@@ -17,9 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._validation import check_generator
 from ..train import BatchHook
 from .adversarial import AdversarialAugment
-from .base import Transform, check_generator
+from .base import Transform
 
 __all__ = ["as_batch_hook"]
 

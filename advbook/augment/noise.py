@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import Params, Shape4, Transform, check_range, uniform
+from .._validation import check_nonneg_int
+from .base import Params, Shape4, Transform, check_range, sample_uniform
 
 __all__ = ["GaussianBlur", "GaussianNoise", "gaussian_kernels"]
 
@@ -46,9 +47,9 @@ class GaussianNoise(Transform):
         self.sigma = check_range(sigma, "sigma", low=0.0)
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
-        u = torch.rand(shape[0], generator=generator, device=generator.device)
+        sigma = sample_uniform(generator, shape[0], self.sigma)
         z = torch.randn(shape, generator=generator, device=generator.device)
-        return {"sigma": uniform(u, self.sigma), "noise": z}
+        return {"sigma": sigma, "noise": z}
 
     def _identity_params(self, shape: Shape4) -> Params:
         return {"sigma": torch.zeros(shape[0]), "noise": torch.zeros(shape)}
@@ -141,9 +142,7 @@ class GaussianBlur(Transform):
         self.sigma = check_range(sigma, "sigma", low=0.0)
         if radius is None:
             radius = max(1, math.ceil(3 * self.sigma[1]))
-        if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-            raise ValueError(f"radius must be a positive int, got {radius!r}")
-        self.radius = radius
+        self.radius = check_nonneg_int(radius, "radius", minimum=1)
 
     def _validate_shape(self, shape: Shape4) -> None:
         if self.radius >= min(shape[2], shape[3]):
@@ -153,8 +152,7 @@ class GaussianBlur(Transform):
             )
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
-        u = torch.rand(shape[0], generator=generator, device=generator.device)
-        return {"sigma": uniform(u, self.sigma)}
+        return {"sigma": sample_uniform(generator, shape[0], self.sigma)}
 
     def _identity_params(self, shape: Shape4) -> Params:
         return {"sigma": torch.zeros(shape[0])}

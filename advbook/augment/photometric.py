@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import Params, Shape4, Transform, check_range, uniform
+from .._validation import check_nonneg_int
+from .base import Params, Shape4, Transform, check_range, rand, sample_uniform, uniform
 
 __all__ = [
     "RandomBackground",
@@ -64,8 +65,7 @@ class RandomBrightness(Transform):
         self.delta = check_range(delta, "delta", symmetric=True, low=-1.0, high=1.0)
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
-        u = torch.rand(shape[0], generator=generator, device=generator.device)
-        return {"brightness": uniform(u, self.delta)}
+        return {"brightness": sample_uniform(generator, shape[0], self.delta)}
 
     def _identity_params(self, shape: Shape4) -> Params:
         return {"brightness": torch.zeros(shape[0])}
@@ -100,8 +100,7 @@ class RandomContrast(Transform):
         self.factor = check_range(factor, "factor", low=0.0)
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
-        u = torch.rand(shape[0], generator=generator, device=generator.device)
-        return {"contrast": uniform(u, self.factor)}
+        return {"contrast": sample_uniform(generator, shape[0], self.factor)}
 
     def _identity_params(self, shape: Shape4) -> Params:
         return {"contrast": torch.ones(shape[0])}
@@ -136,9 +135,8 @@ class RandomGamma(Transform):
         self.gamma = check_range(gamma, "gamma", low=1e-6)
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
-        u = torch.rand(shape[0], generator=generator, device=generator.device)
         log_range = (math.log(self.gamma[0]), math.log(self.gamma[1]))
-        return {"gamma": torch.exp(uniform(u, log_range))}
+        return {"gamma": torch.exp(sample_uniform(generator, shape[0], log_range))}
 
     def _identity_params(self, shape: Shape4) -> Params:
         return {"gamma": torch.ones(shape[0])}
@@ -198,14 +196,12 @@ class RandomBackground(Transform):
         self.intensity = check_range(intensity, "intensity", low=0.0, high=1.0)
         self.texture = check_range(texture, "texture", low=0.0, high=1.0)
         self.ink = check_range(ink, "ink", low=0.0, high=1.0)
-        if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-            raise ValueError(f"grid must be a positive int, got {grid!r}")
-        self.grid = grid
+        self.grid = check_nonneg_int(grid, "grid", minimum=1)
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
         n, g = shape[0], self.grid
-        u = torch.rand(n, 3, generator=generator, device=generator.device)
-        coarse = torch.rand(n, 1, g, g, generator=generator, device=generator.device)
+        u = rand(generator, n, 3)
+        coarse = rand(generator, n, 1, g, g)
         return {
             "intensity": uniform(u[:, 0], self.intensity),
             "amplitude": uniform(u[:, 1], self.texture),
@@ -283,7 +279,7 @@ class RandomColorBackground(Transform):
             )
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
-        u = torch.rand(shape[0], 6, generator=generator, device=generator.device)
+        u = rand(generator, shape[0], 6)
         return {
             "background": uniform(u[:, :3], self.background),
             "foreground": uniform(u[:, 3:], self.foreground),

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import Compose, Identity, Params, RepeatChannels, Shape4, Transform
+from .._validation import check_float_in, check_nonneg_int
+from .base import Compose, Identity, Params, RepeatChannels, Shape4, Transform, rand
 from .erasing import RandomErasing
 from .geometric import RandomAffine
 from .noise import GaussianBlur, GaussianNoise
@@ -60,11 +61,6 @@ def _check_out_channels(out_channels: int) -> None:
         raise ValueError(f"out_channels must be 1 or 3, got {out_channels!r}")
 
 
-def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-
-
 class RandAugment(Compose):
     """Apply ``n`` of the ``K`` operations ``ops``, chosen per sample without replacement.
 
@@ -90,9 +86,7 @@ class RandAugment(Compose):
         super().__init__(ops, bounds=bounds, seed=seed, check_bounds=check_bounds)
         if not self.transforms:
             raise ValueError("RandAugment needs at least one operation")
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(self.transforms):
-            raise ValueError(f"n must be an int in [0, {len(self.transforms)}], got {n!r}")
-        self.n = n
+        self.n = check_nonneg_int(n, "n", maximum=len(self.transforms))
 
     def _validate_shape(self, shape: Shape4) -> None:
         for i, t in enumerate(self.transforms):
@@ -106,7 +100,7 @@ class RandAugment(Compose):
 
     def _draw(self, shape: Shape4, generator: torch.Generator) -> Params:
         n_ops = len(self.transforms)
-        scores = torch.rand(shape[0], n_ops, generator=generator, device=generator.device)
+        scores = rand(generator, shape[0], n_ops)
         chosen = torch.zeros(shape[0], n_ops, dtype=torch.bool, device=generator.device)
         chosen.scatter_(1, scores.argsort(dim=1)[:, : self.n], True)
         params: Params = {}
@@ -130,9 +124,7 @@ def rand_augment_ops(m: float = 5.0) -> list[Transform]:
     Gaussian noise (σ ≤ 0.3), blur (σ ≤ 1.5 px), erasing (area ≤ 0.25) and a textured
     background (intensity ≤ 0.5).
     """
-    if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 10.0:
-        raise ValueError(f"magnitude m must lie in [0, 10], got {m!r}")
-    f = float(m) / 10.0
+    f = check_float_in(m, "magnitude m", 0.0, 10.0) / 10.0
     return [
         Identity(),
         RandomAffine(degrees=30 * f),
@@ -156,13 +148,13 @@ def rand_augment(n: int = 2, m: float = 5.0, *, seed: int = 0) -> RandAugment:
 
     See :func:`rand_augment_ops` for the operations and their ranges.
     """
-    _check_seed(seed)
+    check_nonneg_int(seed, "seed")
     return RandAugment(rand_augment_ops(m), n, seed=seed)
 
 
 def mild_augmentation(*, seed: int = 0) -> Compose:
     """Classic mild MNIST augmentation: rotation ±10°, shifts ±10 %, zoom 0.9–1.1."""
-    _check_seed(seed)
+    check_nonneg_int(seed, "seed")
     return Compose([RandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1))], seed=seed)
 
 
@@ -182,12 +174,9 @@ def domain_randomization(
     * contrast ``1 ± 0.5 s`` (0.5), gamma ``[1/(1+s), 1+s]`` (0.5), brightness ±0.2 s (0.5);
     * blur σ ≤ 1.5 s px (0.4); Gaussian noise σ ≤ 0.3 s (0.5).
     """
-    if (isinstance(strength, bool) or not isinstance(strength, (int, float))
-            or not 0.0 <= strength <= 2.0):
-        raise ValueError(f"strength must lie in [0, 2], got {strength!r}")
+    s = check_float_in(strength, "strength", 0.0, 2.0)
     _check_out_channels(out_channels)
-    _check_seed(seed)
-    s = float(strength)
+    check_nonneg_int(seed, "seed")
     background: Transform
     if out_channels == 1:
         background = RandomBackground(
@@ -259,7 +248,7 @@ def domain_shift(name: str, *, out_channels: int = 1, seed: int = 0) -> Compose:
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     _check_out_channels(out_channels)
-    _check_seed(seed)
+    check_nonneg_int(seed, "seed")
     stages = _domain(name, out_channels)
     if out_channels == 3 and name not in ("colored_background", "held_out_combination"):
         stages.append(RepeatChannels(3))

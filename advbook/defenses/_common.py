@@ -1,26 +1,18 @@
-"""Validation, model-mode guard and the shared base class of the training recipes."""
+"""Model-mode guard, perturbation helpers and the shared base class of the training recipes."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from numbers import Integral, Real
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_bounds, check_generator, check_nonneg_float
+
 __all__ = [
-    "NORMS",
     "Recipe",
-    "check_batch",
-    "check_bounds",
-    "check_fraction",
-    "check_generator",
-    "check_int",
-    "check_nonneg",
-    "check_norm",
     "eval_mode",
     "per_sample",
     "project",
@@ -28,88 +20,7 @@ __all__ = [
     "steepest_ascent",
 ]
 
-NORMS = ("linf", "l2")
 _TINY = 1e-12
-
-
-def check_nonneg(value: object, name: str, *, positive: bool = False) -> float:
-    """``value`` as a float after checking it is a finite real ``≥ 0`` (``> 0`` if positive)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    out = float(value)
-    if not math.isfinite(out) or out < 0 or (positive and out == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return out
-
-
-def check_fraction(value: object, name: str) -> float:
-    """``value`` as a float after checking it lies in ``[0, 1]``."""
-    out = check_nonneg(value, name)
-    if out > 1:
-        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
-    return out
-
-
-def check_int(value: object, name: str, *, minimum: int) -> int:
-    """``value`` after checking it is an ``int`` (not a bool) ``≥ minimum``."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_norm(norm: object) -> str:
-    if not isinstance(norm, str) or norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    return norm
-
-
-def check_bounds(bounds: object) -> tuple[float, float]:
-    """Check that ``bounds`` is a pair of finite reals ``(lo, hi)`` with ``lo < hi``."""
-    if not isinstance(bounds, tuple | list) or len(bounds) != 2:
-        raise TypeError(f"bounds must be a pair (lo, hi) of floats, got {bounds!r}")
-    lo, hi = bounds
-    for v in (lo, hi):
-        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(float(v)):
-            raise ValueError(f"bounds must be finite real numbers, got {bounds!r}")
-    if not float(lo) < float(hi):
-        raise ValueError(f"bounds must satisfy lo < hi, got {bounds!r}")
-    return float(lo), float(hi)
-
-
-def check_generator(generator: object) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
-    return generator
-
-
-def check_batch(model: object, x: object, y: object | None, name: str) -> None:
-    """Shape, dtype and device checks of a training batch (no host synchronisation)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name}: model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: x must be a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim < 2:
-        raise ValueError(f"{name}: x must be batched (N, ...), got shape {tuple(x.shape)}")
-    if y is None:
-        return
-    if not isinstance(y, Tensor):
-        raise TypeError(f"{name}: y must be a torch.Tensor of labels, got {type(y).__name__}")
-    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
-        raise TypeError(f"{name}: y must hold integer class indices (int64), got dtype {y.dtype}")
-    if y.shape != (x.shape[0],):
-        raise ValueError(
-            f"{name}: y must have shape (N,) = ({x.shape[0]},) to match x {tuple(x.shape)}, got "
-            f"{tuple(y.shape)}"
-        )
-    if y.device != x.device:
-        raise ValueError(f"{name}: x is on {x.device} but y is on {y.device}")
 
 
 @contextmanager
@@ -178,7 +89,7 @@ class Recipe:
     def __init__(
         self, eps: float, *, bounds: tuple[float, float], generator: torch.Generator | None
     ) -> None:
-        self.eps = check_nonneg(eps, "eps")
+        self.eps = check_nonneg_float(eps, "eps")
         self.bounds = check_bounds(bounds)
         self.generator = check_generator(generator)
 
@@ -198,7 +109,7 @@ class Recipe:
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping, got {type(state).__name__}")
         if "eps" in state:
-            self.eps = check_nonneg(state["eps"], "eps")
+            self.eps = check_nonneg_float(state["eps"], "eps")
         if "generator" in state:
             if self.generator is None:
                 raise ValueError("the saved state has a generator state but this recipe has no "

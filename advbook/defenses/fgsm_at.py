@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validation import NORMS, check_batch, check_choice, check_positive_float
 from ..attacks import fgsm
 from ..distributed import unwrap
-from ._common import Recipe, check_batch, check_nonneg, check_norm
+from ._common import Recipe
 
 __all__ = ["FGSMATObjective", "fgsm_at_objective"]
 
@@ -59,11 +60,11 @@ class FGSMATObjective(Recipe):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(eps, bounds=bounds, generator=generator)
-        self.alpha = None if alpha is None else check_nonneg(alpha, "alpha", positive=True)
+        self.alpha = check_positive_float(alpha, "alpha", allow_none=True)
         if not isinstance(random_start, bool):
             raise TypeError(f"random_start must be a bool, got {type(random_start).__name__}")
         self.random_start = random_start
-        self.norm = check_norm(norm)
+        self.norm = check_choice(norm, "norm", NORMS)
 
     @property
     def step_size(self) -> float:

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validation import check_batch, check_fraction
 from ..attacks import fgsm
 from ..distributed import unwrap
-from ._common import Recipe, check_batch, check_fraction
+from ._common import Recipe
 
 __all__ = ["MixedObjective", "mixed_objective"]
 

@@ -9,15 +9,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attacks import fgsm, pgd, robust_accuracy
-from ..distributed import is_main_process
-from ._common import (
+from .._validation import (
     check_bounds,
     check_fraction,
     check_generator,
-    check_int,
-    check_nonneg,
+    check_module,
+    check_nonneg_int,
+    check_positive_float,
 )
+from ..attacks import fgsm, pgd, robust_accuracy
+from ..distributed import is_main_process
 
 __all__ = ["CatastrophicOverfittingDetector"]
 
@@ -84,16 +85,16 @@ class CatastrophicOverfittingDetector:
             raise ValueError("x_val is empty; pass a held-out batch of a few hundred samples")
         self.x_val = x_val.detach()
         self.y_val = y_val.detach()
-        self.eps = check_nonneg(eps, "eps", positive=True)
-        self.pgd_steps = check_int(pgd_steps, "pgd_steps", minimum=1)
+        self.eps = check_positive_float(eps, "eps")
+        self.pgd_steps = check_nonneg_int(pgd_steps, "pgd_steps", minimum=1)
         self.pgd_alpha = (2.5 * self.eps / self.pgd_steps if pgd_alpha is None
-                          else check_nonneg(pgd_alpha, "pgd_alpha", positive=True))
+                          else check_positive_float(pgd_alpha, "pgd_alpha"))
         self.threshold = check_fraction(threshold, "threshold")
         if self.threshold == 0:
             raise ValueError("threshold must lie in (0, 1], got 0")
         self.bounds = check_bounds(bounds)
         self.generator = check_generator(generator)
-        self.seed = check_int(seed, "seed", minimum=0)
+        self.seed = check_nonneg_int(seed, "seed")
         self.warn = bool(warn)
         self.history: list[dict[str, float]] = []
         self.detected_epoch: int | None = None
@@ -105,8 +106,7 @@ class CatastrophicOverfittingDetector:
 
     def measure(self, model: nn.Module) -> dict[str, float]:
         """``{"fgsm_acc": ..., "pgd_acc": ...}`` on the held-out batch (no detection logic)."""
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_module(model)
         gen = self.generator if self.generator is not None else (
             torch.Generator().manual_seed(self.seed))
         attacks = {

@@ -6,9 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validation import (
+    NORMS,
+    check_batch,
+    check_choice,
+    check_nonneg_int,
+    check_positive_float,
+)
 from ..attacks import pgd
 from ..distributed import unwrap
-from ._common import Recipe, check_batch, check_int, check_nonneg, check_norm
+from ._common import Recipe
 
 __all__ = ["PGDATObjective", "pgd_at_objective"]
 
@@ -62,13 +69,13 @@ class PGDATObjective(Recipe):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(eps, bounds=bounds, generator=generator)
-        self.steps = check_int(steps, "steps", minimum=1)
-        self.alpha = None if alpha is None else check_nonneg(alpha, "alpha", positive=True)
-        self.norm = check_norm(norm)
+        self.steps = check_nonneg_int(steps, "steps", minimum=1)
+        self.alpha = check_positive_float(alpha, "alpha", allow_none=True)
+        self.norm = check_choice(norm, "norm", NORMS)
         if not isinstance(random_start, bool):
             raise TypeError(f"random_start must be a bool, got {type(random_start).__name__}")
         self.random_start = random_start
-        self.restarts = check_int(restarts, "restarts", minimum=1)
+        self.restarts = check_nonneg_int(restarts, "restarts", minimum=1)
         if self.restarts > 1 and not random_start:
             raise ValueError("restarts > 1 needs random_start=True (otherwise every restart is "
                              "the same attack)")

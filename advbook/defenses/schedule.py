@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from ._common import check_int, check_nonneg
+from .._validation import check_nonneg_float, check_nonneg_int
 
 __all__ = ["EpsilonRamp"]
 
@@ -38,8 +38,8 @@ class EpsilonRamp:
             raise TypeError(f"recipe must have an attribute 'eps' (an advbook.defenses recipe), "
                             f"got {type(recipe).__name__}")
         self.recipe = recipe
-        self.eps = check_nonneg(eps, "eps")
-        self.warmup = check_int(warmup, "warmup", minimum=1)
+        self.eps = check_nonneg_float(eps, "eps")
+        self.warmup = check_nonneg_int(warmup, "warmup", minimum=1)
         recipe.eps = self.eps_at(1)
 
     def eps_at(self, epoch: int) -> float:

@@ -6,20 +6,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distributed import unwrap
-from ._common import (
-    Recipe,
+from .._validation import (
+    NORMS,
     check_batch,
     check_bounds,
+    check_choice,
     check_generator,
-    check_int,
-    check_nonneg,
-    check_norm,
-    eval_mode,
-    project,
-    randn_like,
-    steepest_ascent,
+    check_model_device,
+    check_nonneg_float,
+    check_nonneg_int,
+    check_positive_float,
 )
+from ..distributed import unwrap
+from ._common import Recipe, eval_mode, project, randn_like, steepest_ascent
 
 __all__ = ["TRADESObjective", "trades_objective", "trades_perturb"]
 
@@ -65,18 +64,15 @@ def trades_perturb(
     """
     name = "trades_perturb"
     check_batch(model, x, None, name)
-    eps_ = check_nonneg(eps, "eps")
-    steps = check_int(steps, "steps", minimum=0)
-    alpha_ = None if alpha is None else check_nonneg(alpha, "alpha", positive=True)
-    norm = check_norm(norm)
-    init_std = check_nonneg(init_std, "init_std")
+    eps_ = check_nonneg_float(eps, "eps")
+    steps = check_nonneg_int(steps, "steps")
+    alpha_ = check_positive_float(alpha, "alpha", allow_none=True)
+    norm = check_choice(norm, "norm", NORMS)
+    init_std = check_nonneg_float(init_std, "init_std")
     lo, hi = check_bounds(bounds)
     generator = check_generator(generator)
     model = unwrap(model)
-    devices = {p.device for p in model.parameters()}
-    if devices and devices != {x.device}:
-        raise ValueError(f"{name}: the model is on {sorted(map(str, devices))} but x is on "
-                         f"{x.device}")
+    check_model_device(model, x, name)
     x0 = x.detach()
     with torch.no_grad():
         x_min, x_max = torch.aminmax(x0) if x0.numel() else (x0.new_zeros(()), x0.new_zeros(()))
@@ -149,11 +145,11 @@ class TRADESObjective(Recipe):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(eps, bounds=bounds, generator=generator)
-        self.beta = check_nonneg(beta, "beta")
-        self.steps = check_int(steps, "steps", minimum=1)
-        self.alpha = None if alpha is None else check_nonneg(alpha, "alpha", positive=True)
-        self.norm = check_norm(norm)
-        self.init_std = check_nonneg(init_std, "init_std")
+        self.beta = check_nonneg_float(beta, "beta")
+        self.steps = check_nonneg_int(steps, "steps", minimum=1)
+        self.alpha = check_positive_float(alpha, "alpha", allow_none=True)
+        self.norm = check_choice(norm, "norm", NORMS)
+        self.init_std = check_nonneg_float(init_std, "init_std")
 
     @property
     def step_size(self) -> float:

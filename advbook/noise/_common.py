@@ -1,13 +1,14 @@
-"""Helpers shared by the noise modules: argument checks, parameter groups, seeded noise draws."""
+"""Helpers shared by the noise modules: input checks, parameter groups, seeded noise draws."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import nn
+
+from .._validation import check_module, check_tensor
 
 __all__ = ["ParamSelection", "select_parameters"]
 
@@ -24,8 +25,7 @@ def select_parameters(model: nn.Module, params: ParamSelection = "all") -> dict[
     Only parameters with ``requires_grad=True`` are eligible; frozen parameters are never
     perturbed or penalised. Raises ``ValueError`` if the selection is empty.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if isinstance(params, str):
         if params == "all":
@@ -51,29 +51,9 @@ def select_parameters(model: nn.Module, params: ParamSelection = "all") -> dict[
     return dict(chosen)
 
 
-def check_nonnegative(value: float, name: str) -> float:
-    """``value`` as a float, or a ``TypeError``/``ValueError`` unless it is a finite number ≥ 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a non-negative number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
-    return float(value)
-
-
-def check_positive_int(value: int | None, name: str, *, allow_none: bool = False) -> None:
-    """Raise unless ``value`` is an ``int`` ≥ 1 (or ``None`` when ``allow_none``)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def check_tensor(x: object, name: str, *, floating: bool = True) -> torch.Tensor:
-    """Return ``x`` if it is a (floating-point) tensor with a batch dimension, else raise."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if floating and not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+def check_nonempty_batch(x: object, name: str) -> torch.Tensor:
+    """``x`` after checking it is a floating-point tensor with a non-empty batch dimension."""
+    x = check_tensor(x, name, floating=True)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(
             f"{name} must have a non-empty batch dimension, got shape {tuple(x.shape)}"
@@ -81,18 +61,9 @@ def check_tensor(x: object, name: str, *, floating: bool = True) -> torch.Tensor
     return x
 
 
-def check_generator(generator: torch.Generator | None) -> None:
-    """Raise a ``TypeError`` unless ``generator`` is ``None`` or a ``torch.Generator``."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
-
-
 def check_no_training_batchnorm(model: nn.Module, what: str) -> None:
     """Per-example (vmapped) computations are undefined with batch statistics: refuse them."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{what}: model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model, what)
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
             raise ValueError(

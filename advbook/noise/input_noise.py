@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._validation import check_generator, check_nonneg_float
 from ..train import BatchHook
-from ._common import check_generator, check_nonnegative, check_tensor, randn_like
+from ._common import check_nonempty_batch, randn_like
 
 __all__ = ["add_input_noise", "input_noise_hook"]
 
@@ -54,8 +55,8 @@ def add_input_noise(
     ``σ²‖w‖²``. Derived in the book, section ``sec-input-noise`` of chapter *Noise injection as
     regularization*.
     """
-    check_tensor(x, "x")
-    sigma = check_nonnegative(sigma, "sigma")
+    check_nonempty_batch(x, "x")
+    sigma = check_nonneg_float(sigma, "sigma")
     box = _check_bounds(bounds)
     check_generator(generator)
     noisy = x + sigma * randn_like(x, generator) if sigma > 0 else x.clone()
@@ -77,7 +78,7 @@ def input_noise_hook(
     seeded ``generator`` for a reproducible noise sequence. Derived in the book, section
     ``sec-input-noise`` of chapter *Noise injection as regularization*.
     """
-    sigma = check_nonnegative(sigma, "sigma")
+    sigma = check_nonneg_float(sigma, "sigma")
     box = _check_bounds(bounds)
     check_generator(generator)
 

@@ -20,7 +20,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._common import check_generator, check_nonnegative, randn_like
+from .._validation import check_generator, check_nonneg_float
+from ._common import randn_like
 
 __all__ = ["GaussianDropout", "GaussianNoise", "noisy_mlp"]
 
@@ -40,7 +41,7 @@ class GaussianNoise(nn.Module):
 
     def __init__(self, sigma: float, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.sigma = check_nonnegative(sigma, "sigma")
+        self.sigma = check_nonneg_float(sigma, "sigma")
         check_generator(generator)
         self.generator = generator
 
@@ -69,7 +70,7 @@ class GaussianDropout(nn.Module):
 
     def __init__(self, p: float = 0.5, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        p = check_nonnegative(p, "p")
+        p = check_nonneg_float(p, "p")
         if p >= 1:
             raise ValueError(f"p must satisfy 0 <= p < 1, got {p!r}")
         check_generator(generator)
@@ -121,7 +122,7 @@ def noisy_mlp(
     kinds = ("none", "gaussian", "gaussian_dropout", "dropout")
     if noise not in kinds:
         raise ValueError(f"noise must be one of {kinds}, got {noise!r}")
-    rate = check_nonnegative(rate, "rate")
+    rate = check_nonneg_float(rate, "rate")
     if noise in ("gaussian_dropout", "dropout") and rate >= 1:
         raise ValueError(f"rate is a drop probability for noise={noise!r}: need 0 <= rate < 1")
 

@@ -32,15 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
+from .._validation import check_generator, check_nonneg_float, check_nonneg_int
 from ..train import Objective
 from ._common import (
     ParamSelection,
     as_outputs,
-    check_generator,
     check_no_training_batchnorm,
-    check_nonnegative,
-    check_positive_int,
-    check_tensor,
+    check_nonempty_batch,
     rademacher_like,
     select_parameters,
 )
@@ -56,6 +54,23 @@ __all__ = [
 ]
 
 PenaltyFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _check_estimator_args(
+    what: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    chunk_size: int | None,
+    generator: torch.Generator | None,
+    **probes: int | None,
+) -> None:
+    """The checks shared by the vmapped estimators; ``probes``: the probe-count argument."""
+    check_nonempty_batch(x, "x")
+    for name, value in probes.items():
+        check_nonneg_int(value, name, minimum=1, allow_none=True)
+    check_nonneg_int(chunk_size, "chunk_size", minimum=1, allow_none=True)
+    check_generator(generator)
+    check_no_training_batchnorm(model, what)
 
 
 def _squared_norms(
@@ -129,11 +144,9 @@ def weight_gradient_penalty(
         chunk_size: process at most this many examples at once.
         generator: seeded source of the output probes.
     """
-    check_tensor(x, "x")
-    check_positive_int(output_probes, "output_probes", allow_none=True)
-    check_positive_int(chunk_size, "chunk_size", allow_none=True)
-    check_generator(generator)
-    check_no_training_batchnorm(model, "weight_gradient_penalty")
+    _check_estimator_args(
+        "weight_gradient_penalty", model, x, chunk_size, generator, output_probes=output_probes
+    )
     selected = select_parameters(model, params)
 
     def outputs(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
@@ -163,11 +176,9 @@ def input_jacobian_penalty(
     the book, section ``sec-input-noise`` of chapter *Noise injection as regularization*.
     Arguments as for :func:`.weight_gradient_penalty`; the gradient is w.r.t. each example.
     """
-    check_tensor(x, "x")
-    check_positive_int(output_probes, "output_probes", allow_none=True)
-    check_positive_int(chunk_size, "chunk_size", allow_none=True)
-    check_generator(generator)
-    check_no_training_batchnorm(model, "input_jacobian_penalty")
+    _check_estimator_args(
+        "input_jacobian_penalty", model, x, chunk_size, generator, output_probes=output_probes
+    )
 
     def outputs(_: object, xi: torch.Tensor) -> torch.Tensor:
         return model(xi.unsqueeze(0)).reshape(-1)
@@ -212,11 +223,7 @@ def hessian_trace_term(
         chunk_size: process at most this many probes at once.
         generator: seeded source of the probes.
     """
-    check_tensor(x, "x")
-    check_positive_int(probes, "probes", allow_none=True)
-    check_positive_int(chunk_size, "chunk_size", allow_none=True)
-    check_generator(generator)
-    check_no_training_batchnorm(model, "hessian_trace_term")
+    _check_estimator_args("hessian_trace_term", model, x, chunk_size, generator, probes=probes)
     selected = select_parameters(model, params)
     n = x.shape[0]
 
@@ -280,7 +287,7 @@ def input_gradient_penalty(
 
     The gradient is taken w.r.t. a detached copy of ``x``: nothing flows back into ``x``.
     """
-    check_tensor(x, "x")
+    check_nonempty_batch(x, "x")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     check_no_training_batchnorm(model, "input_gradient_penalty")
@@ -323,10 +330,10 @@ def penalty_objective(
     ``penalty(model, x, y) -> scalar tensor``. Sections of chapter *Noise injection as
     regularization*. Returns ``(loss, outputs)`` so that ``fit`` reports training accuracy.
     """
-    eta = check_nonnegative(eta, "eta")
+    eta = check_nonneg_float(eta, "eta")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    check_positive_int(output_probes, "output_probes", allow_none=True)
+    check_nonneg_int(output_probes, "output_probes", minimum=1, allow_none=True)
     check_generator(generator)
     named = ("weight_gradient", "input_gradient", "input_jacobian")
     if isinstance(penalty, str):

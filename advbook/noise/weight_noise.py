@@ -24,15 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from .._validation import check_generator, check_nonneg_float, check_nonneg_int
 from ..train import Objective
 from ._common import (
     ParamSelection,
     as_outputs,
-    check_generator,
     check_no_training_batchnorm,
-    check_nonnegative,
-    check_positive_int,
-    check_tensor,
+    check_nonempty_batch,
     randn_like,
     select_parameters,
 )
@@ -91,7 +89,7 @@ def draw_weight_noise(
         generator: a seeded ``torch.Generator``; the parameters are visited in
             ``model.named_parameters()`` order and each gets one ``randn`` call.
     """
-    check_positive_int(samples, "samples")
+    check_nonneg_int(samples, "samples", minimum=1)
     check_generator(generator)
     if antithetic and samples % 2:
         raise ValueError(f"antithetic draws need an even number of samples, got {samples}")
@@ -196,11 +194,11 @@ def weight_noise_loss(
     The model is evaluated in its current mode (use ``model.eval()`` to switch off dropout and
     noise layers); BatchNorm in training mode is refused. Nothing about the model is changed.
     """
-    check_tensor(x, "x")
-    eta = check_nonnegative(eta, "eta")
+    check_nonempty_batch(x, "x")
+    eta = check_nonneg_float(eta, "eta")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    check_positive_int(chunk_size, "chunk_size", allow_none=True)
+    check_nonneg_int(chunk_size, "chunk_size", minimum=1, allow_none=True)
     check_no_training_batchnorm(model, "weight_noise_loss")
     if noise is None:
         noise = draw_weight_noise(model, samples, params=params, generator=generator)
@@ -247,8 +245,8 @@ def weight_noise_objective(
     The model runs in the mode ``fit`` puts it in (training): dropout stays active and BatchNorm
     updates its running statistics once per draw, as in any training step.
     """
-    eta = check_nonnegative(eta, "eta")
-    check_positive_int(samples, "samples")
+    eta = check_nonneg_float(eta, "eta")
+    check_nonneg_int(samples, "samples", minimum=1)
     check_generator(generator)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
