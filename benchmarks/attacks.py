@@ -13,7 +13,9 @@ machine's load hits all of them alike. Reported per row:
   mean over a loop of 10 such passes in the same rounds as the attacks), and ``floor_ratio`` —
   time / (nominal gradient steps × that forward+backward).
 
-C&W runs on the first ``cw_batch`` images of the batch (all three implementations alike).
+C&W runs on the first ``cw_batch`` images of the batch (all three implementations alike), PGD
+on the first ``pgd_batch`` (512) test images, so that robust accuracies resolve 0.2 percentage
+points and the 0.5-point equality condition of the targets is meaningful.
 
 ``DeepFool L2 (K=100)`` attacks a second model with 100 classes — the SmallCNN trained on
 "two-digit numbers" (two MNIST digits, each squeezed to half width, side by side; label
@@ -144,11 +146,13 @@ def _strength(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, kind: str) 
 
 
 def _peers(
-    model: nn.Module, x: Tensor, y: Tensor, x_cw: Tensor, y_cw: Tensor
+    model: nn.Module, x: Tensor, y: Tensor, x_cw: Tensor, y_cw: Tensor, x_pgd: Tensor,
+    y_pgd: Tensor,
 ) -> dict[str, dict[str, tuple[AttackFn, str]]]:
     """For each benchmark, the implementations: name → (zero-argument callable, strength kind).
 
-    C&W runs on its own (smaller) batch ``x_cw`` because of its cost.
+    C&W runs on its own (smaller) batch ``x_cw`` because of its cost, PGD on a larger one
+    ``x_pgd`` so that robust accuracies can be compared to a fraction of a percentage point.
     """
     import foolbox as fb  # optional, benchmark-only dependencies
     import torchattacks as ta
@@ -172,26 +176,26 @@ def _peers(
                         "accuracy"),
         },
         "PGD-10 Linf": {
-            "ours": (lambda: pgd(model, x, y, eps=EPS_LINF, steps=PGD_STEPS, generator=gen()),
-                     "accuracy"),
-            "ours (early_stop)": (
-                lambda: pgd(model, x, y, eps=EPS_LINF, steps=PGD_STEPS, generator=gen(),
-                            early_stop=True), "accuracy"),
-            "torchattacks": (lambda: ta.PGD(model, eps=EPS_LINF, alpha=a_linf,
-                                            steps=PGD_STEPS)(x, y), "accuracy"),
-            "foolbox": (fbx(fb.attacks.LinfPGD(abs_stepsize=a_linf, steps=PGD_STEPS), EPS_LINF),
-                        "accuracy"),
-        },
-        "PGD-10 L2": {
-            "ours": (lambda: pgd(model, x, y, eps=EPS_L2, steps=PGD_STEPS, norm="l2",
+            "ours": (lambda: pgd(model, x_pgd, y_pgd, eps=EPS_LINF, steps=PGD_STEPS,
                                  generator=gen()), "accuracy"),
             "ours (early_stop)": (
-                lambda: pgd(model, x, y, eps=EPS_L2, steps=PGD_STEPS, norm="l2", generator=gen(),
+                lambda: pgd(model, x_pgd, y_pgd, eps=EPS_LINF, steps=PGD_STEPS, generator=gen(),
                             early_stop=True), "accuracy"),
+            "torchattacks": (lambda: ta.PGD(model, eps=EPS_LINF, alpha=a_linf,
+                                            steps=PGD_STEPS)(x_pgd, y_pgd), "accuracy"),
+            "foolbox": (fbx(fb.attacks.LinfPGD(abs_stepsize=a_linf, steps=PGD_STEPS), EPS_LINF,
+                            x_pgd, y_pgd), "accuracy"),
+        },
+        "PGD-10 L2": {
+            "ours": (lambda: pgd(model, x_pgd, y_pgd, eps=EPS_L2, steps=PGD_STEPS, norm="l2",
+                                 generator=gen()), "accuracy"),
+            "ours (early_stop)": (
+                lambda: pgd(model, x_pgd, y_pgd, eps=EPS_L2, steps=PGD_STEPS, norm="l2",
+                            generator=gen(), early_stop=True), "accuracy"),
             "torchattacks": (lambda: ta.PGDL2(model, eps=EPS_L2, alpha=a_l2,
-                                              steps=PGD_STEPS)(x, y), "accuracy"),
-            "foolbox": (fbx(fb.attacks.L2PGD(abs_stepsize=a_l2, steps=PGD_STEPS), EPS_L2),
-                        "accuracy"),
+                                              steps=PGD_STEPS)(x_pgd, y_pgd), "accuracy"),
+            "foolbox": (fbx(fb.attacks.L2PGD(abs_stepsize=a_l2, steps=PGD_STEPS), EPS_L2,
+                            x_pgd, y_pgd), "accuracy"),
         },
         "DeepFool L2": {
             "ours": (lambda: deepfool(model, x, y, steps=50, overshoot=0.02, candidates=10),
@@ -316,6 +320,7 @@ def run(
     *,
     batch: int | None = None,
     cw_batch: int = 32,
+    pgd_batch: int | None = None,
     k100_batch: int = 32,
     repeats: int = 5,
     epochs: int = 2,
@@ -327,8 +332,9 @@ def run(
 ) -> list[dict]:
     """Run the benchmark and return one row (a dict) per benchmark × implementation.
 
-    ``batch`` defaults to 128 on the CPU and 512 on CUDA; ``variants`` (PGD with the model in
-    ``channels_last`` format and/or ``compile``-d) default to both on CUDA and none on the CPU.
+    ``batch`` defaults to 128 on the CPU and 512 on CUDA, ``pgd_batch`` to 512; ``variants``
+    (PGD with the model in ``channels_last`` format and/or ``compile``-d) default to both on
+    CUDA and none on the CPU.
     """
     if repeats < 5:
         raise ValueError(f"repeats must be >= 5 for a meaningful median, got {repeats}")
@@ -339,23 +345,27 @@ def run(
         torch.set_num_threads(threads)
     if batch is None:
         batch = 512 if dev.type == "cuda" else 128
+    if pgd_batch is None:
+        pgd_batch = 512
     if variants is None:
         variants = ("channels_last", "compile") if dev.type == "cuda" else ()
     warnings.filterwarnings("ignore")
     if dev.type == "cuda":
-        model, x, y = _cuda_model(batch, seed, dev)
+        model, x_all, y_all = _cuda_model(max(batch, pgd_batch), seed, dev)
         model_name = "small_resnet (random weights) on 3x32x32"
     else:
         model, x_all, y_all = _train_model(epochs, seed)
-        x, y = x_all[:batch], y_all[:batch]
         model_name = "SmallCNN trained on MNIST-5k"
+    x, y = x_all[:batch], y_all[:batch]
+    x_pgd, y_pgd = x_all[:pgd_batch], y_all[:pgd_batch]
     x_cw, y_cw = x[:cw_batch], y[:cw_batch]
+    batches = {"C&W L2": (x_cw, y_cw), "PGD-10 Linf": (x_pgd, y_pgd), "PGD-10 L2": (x_pgd, y_pgd)}
     groups: dict[str, tuple[dict[str, tuple[AttackFn, str]], nn.Module, Tensor, Tensor, str]] = {
-        k: (v, model, *((x_cw, y_cw) if k == "C&W L2" else (x, y)), model_name)
-        for k, v in _peers(model, x, y, x_cw, y_cw).items()
+        k: (v, model, *batches.get(k, (x, y)), model_name)
+        for k, v in _peers(model, x, y, x_cw, y_cw, x_pgd, y_pgd).items()
     }
     if variants:
-        groups["PGD-10 Linf"][0].update(_variant_peers(model, x, y, tuple(variants)))
+        groups["PGD-10 Linf"][0].update(_variant_peers(model, x_pgd, y_pgd, tuple(variants)))
     if dev.type == "cpu" and (not only or "DeepFool L2 (K=100)" in only):
         m100, x100, y100 = _train_k100_model(epochs + 1, seed)
         x100, y100 = x100[:k100_batch], y100[:k100_batch]
@@ -422,6 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=None, help="default 128 (CPU), 512 (CUDA)")
     parser.add_argument("--cw-batch", type=int, default=32)
+    parser.add_argument("--pgd-batch", type=int, default=None, help="default 512")
     parser.add_argument("--k100-batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
@@ -432,7 +443,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="CSV path (default benchmarks/results/attacks-<device>.csv)")
     args = parser.parse_args(argv)
-    rows = run(batch=args.batch, cw_batch=args.cw_batch, k100_batch=args.k100_batch,
+    rows = run(batch=args.batch, cw_batch=args.cw_batch, pgd_batch=args.pgd_batch,
+               k100_batch=args.k100_batch,
                repeats=args.repeats, epochs=args.epochs, threads=args.threads,
                only=tuple(args.only) if args.only else None, device=args.device,
                variants=tuple(args.variants) if args.variants is not None else None)

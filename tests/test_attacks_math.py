@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advbook.attacks import carlini_wagner, deepfool, fgsm, pgd
-from advbook.attacks._utils import batch_norms, project, sample_ball
+from advbook.attacks._utils import batch_norms, project, sample_ball, sample_start
 
 DT = torch.float64
 
@@ -305,3 +305,24 @@ def test_projection_is_the_nearest_point_of_the_ball(norm: str) -> None:
     cand = cand.reshape(200, 50, 6)
     cand_dist = (cand - delta[:, None]).norm(dim=2).amin(dim=1)
     assert ((p - delta).norm(dim=1) <= cand_dist + 1e-12).all()
+
+
+@pytest.mark.parametrize("d", [1, 5, 784])
+def test_l2_pgd_start_has_uniform_radius_and_isotropic_direction(d: int) -> None:
+    """PGD's L2 start: radius/ε ~ U[0, 1] whatever the dimension (not pushed to the sphere)."""
+    n, eps = 20000, 1.5
+    delta = sample_start(torch.zeros(n, d, dtype=DT), eps, "l2",
+                         torch.Generator().manual_seed(0))
+    r = (delta.norm(dim=1) / eps).sort().values
+    assert r.max() <= 1 + 1e-12
+    ks = (r - torch.arange(1, n + 1, dtype=DT) / n).abs().max()
+    assert ks < 1.63 / math.sqrt(n)  # Kolmogorov–Smirnov at the 1 % level
+    direction = delta / delta.norm(dim=1, keepdim=True)
+    assert direction.mean(dim=0).abs().max() < 4.5 / math.sqrt(n)
+
+
+def test_linf_pgd_start_is_the_uniform_box() -> None:
+    x = torch.zeros(7, 3, dtype=DT)
+    a = sample_start(x, 0.3, "linf", torch.Generator().manual_seed(1))
+    b = sample_ball(x, 0.3, "linf", torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -15,6 +15,7 @@ __all__ = [
     "per_sample",
     "project",
     "sample_ball",
+    "sample_start",
     "steepest_ascent_direction",
 ]
 
@@ -89,6 +90,24 @@ def sample_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator | N
     d = x[0].numel()
     u = _draw("rand", x.new_empty(x.shape[0]), generator)
     radius = eps * u.pow(1.0 / d)
+    return z * per_sample(radius, z)
+
+
+def sample_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
+    """PGD's random start: uniform in the box for L∞; for L2 a uniform direction and a radius
+    uniform in ``[0, ε]``.
+
+    A point drawn uniformly from a high-dimensional L2 ball lies almost surely near its sphere
+    (the radius exceeds ``0.99·ε`` with probability ``1 − 0.99^d``, over 0.9996 for an MNIST
+    image), where a gradient step of length ``α`` is mostly undone by the projection; starts
+    spread over all radii make a few steps of L2 PGD stronger (measured in
+    ``benchmarks/RESULTS.md``) and match torchattacks' start.
+    """
+    if norm == "linf":
+        return sample_ball(x, eps, norm, generator)
+    z = _draw("randn", x, generator)
+    z = z / per_sample(batch_norms(z, "l2").clamp_min(_TINY), z)
+    radius = eps * _draw("rand", x.new_empty(x.shape[0]), generator)
     return z * per_sample(radius, z)
 
 

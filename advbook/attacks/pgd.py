@@ -20,7 +20,7 @@ from ._utils import (
     is_success,
     per_sample,
     project,
-    sample_ball,
+    sample_start,
     steepest_ascent_direction,
 )
 
@@ -50,7 +50,8 @@ def pgd(
 ) -> Tensor:
     """Projected gradient ascent on the cross-entropy inside an ε-ball (Madry et al. 2018).
 
-    Starting from ``x⁰ = clip(x + δ₀)`` (``δ₀`` uniform in the ball, or ``0`` when
+    Starting from ``x⁰ = clip(x + δ₀)`` (``δ₀`` uniform in the L∞ box; for L2 a uniform
+    direction with a radius uniform in ``[0, ε]``, see ``sample_start``; or ``0`` when
     ``random_start=False``, which is the basic iterative method of Kurakin et al.), each step
     takes the steepest-ascent direction of the objective for the norm and projects back::
 
@@ -76,7 +77,7 @@ def pgd(
         alpha: step size, default ``2.5·eps/steps``.
         steps: number of gradient steps (``0`` evaluates the start only).
         norm: ``"linf"`` or ``"l2"``.
-        random_start: start from a uniform point of the ball (needed for ``restarts > 1``).
+        random_start: start from a random point of the ball (needed for ``restarts > 1``).
         restarts: independent random starts; the worst case per sample is kept.
         bounds: valid input range ``(lo, hi)``.
         targeted: move towards the class ``y`` instead of away from it.
@@ -124,7 +125,7 @@ def pgd(
             xs, ys = x0[gidx], y[gidx]
             start = xs
             if random_start:
-                start = (xs + sample_ball(xs, eps_, norm, generator)).clamp(lo, hi)
+                start = (xs + sample_start(xs, eps_, norm, generator)).clamp(lo, hi)
             check = (y_max, name) if restart == 0 else None
             _run(
                 model, xs, ys, gidx, start, eps_, alpha_, steps, norm, lo, hi, targeted,
