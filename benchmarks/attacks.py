@@ -165,6 +165,16 @@ def _peers(
     def gen() -> torch.Generator:  # the same random start for every call
         return torch.Generator().manual_seed(0)
 
+    def seeded(attack: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+        """torchattacks draws its random start from the global generator: seed it as ours, so
+        both start from the same random draws and their strengths can be compared exactly."""
+
+        def call(xb: Tensor, yb: Tensor) -> Tensor:
+            torch.manual_seed(0)
+            return attack(xb, yb)
+
+        return call
+
     cw_total = CW["binary_search_steps"] * CW["steps"]
 
     def fbx(attack: object, eps: float | None, xb: Tensor = x, yb: Tensor = y) -> AttackFn:
@@ -183,8 +193,8 @@ def _peers(
             "ours (early_stop)": (
                 lambda: pgd(model, x_pgd, y_pgd, eps=EPS_LINF, steps=PGD_STEPS, generator=gen(),
                             early_stop=True), "accuracy"),
-            "torchattacks": (lambda: ta.PGD(model, eps=EPS_LINF, alpha=a_linf,
-                                            steps=PGD_STEPS)(x_pgd, y_pgd), "accuracy"),
+            "torchattacks": (lambda: seeded(ta.PGD(model, eps=EPS_LINF, alpha=a_linf,
+                                                   steps=PGD_STEPS))(x_pgd, y_pgd), "accuracy"),
             "foolbox": (fbx(fb.attacks.LinfPGD(abs_stepsize=a_linf, steps=PGD_STEPS), EPS_LINF,
                             x_pgd, y_pgd), "accuracy"),
         },
@@ -194,8 +204,8 @@ def _peers(
             "ours (early_stop)": (
                 lambda: pgd(model, x_pgd, y_pgd, eps=EPS_L2, steps=PGD_STEPS, norm="l2",
                             generator=gen(), early_stop=True), "accuracy"),
-            "torchattacks": (lambda: ta.PGDL2(model, eps=EPS_L2, alpha=a_l2,
-                                              steps=PGD_STEPS)(x_pgd, y_pgd), "accuracy"),
+            "torchattacks": (lambda: seeded(ta.PGDL2(model, eps=EPS_L2, alpha=a_l2,
+                                                     steps=PGD_STEPS))(x_pgd, y_pgd), "accuracy"),
             "foolbox": (fbx(fb.attacks.L2PGD(abs_stepsize=a_l2, steps=PGD_STEPS), EPS_L2,
                             x_pgd, y_pgd), "accuracy"),
         },

@@ -125,7 +125,9 @@ def write_results_md(path: Path = HERE / "RESULTS.md", results: Path = RESULTS) 
         "Each time is the median of the repeats after a warm-up round; implementations are",
         "interleaved round by round, so ratios from the same run are meaningful even on a busy",
         "machine, while absolute times are not (see the load averages). The appendix chapter",
-        "*How fast and how strong* plots these numbers.",
+        "*How fast and how strong* plots these numbers. Every ratio compares implementations",
+        "timed in the same rounds of one benchmark; different benchmarks may come from separate",
+        "runs (their load averages say when).",
         "",
     ]
     if attacks.empty and augment.empty:
@@ -140,12 +142,21 @@ def write_results_md(path: Path = HERE / "RESULTS.md", results: Path = RESULTS) 
         first = sel.iloc[0]
         parts += [
             f"## Attacks on {dev}: {first.machine}", "",
-            f"torch {first.torch}, {first.threads} thread(s), {first.repeats} repeats; "
+            f"torch {first.torch}, {first.threads} thread(s), "
+            f"{sel.repeats.min()}–{sel.repeats.max()} timed rounds per benchmark; "
             f"1-minute load average {sel.load_before.min():.2f}–{sel.load_after.max():.2f} "
             "during the run.", "",
             markdown_table(sel, ["attack", "implementation", "model", "batch", "median_s",
                                  "vs_torchattacks", "vs_foolbox", "strength_metric", "strength",
                                  "success", "floor_ratio"]), ""]
+    if attacks.empty or "cuda" not in set(attacks.device):
+        parts += ["## GPU", "",
+                  "No GPU results are recorded yet: no GPU has been available where these were",
+                  "measured. On a machine with one, `python -m benchmarks --device cuda` writes",
+                  "`results/attacks-cuda.csv` and `results/augment-cuda.csv` (a CIFAR-size",
+                  "ResNet at batch 512, with channels_last and torch.compile variants of PGD) and",
+                  "this file.",
+                  ""]
     if not augment.empty:
         parts += ["## Random affine augmentation against kornia", "",
                   markdown_table(augment, ["implementation", "device", "batch_size",
