@@ -104,8 +104,51 @@ def _fill(app: Sphinx, doctree: nodes.document, docname: str) -> None:
         label += nodes.Text(f" ({where})")
         row += nodes.entry("", label)
         body += row
+    bib = nodes.literal_block(text=bibtex(app, rows), language="bibtex",
+                              classes=["list-of-figures-bibtex"])
     for node in placeholders:
-        node.replace_self(table if rows else nodes.paragraph(text="(no figures yet)"))
+        node.replace_self([table, _bib_intro(), bib] if rows
+                          else nodes.paragraph(text="(no figures yet)"))
+
+
+def _bib_intro() -> nodes.paragraph:
+    return nodes.paragraph(text="BibTeX entries for every figure (the key is the book's key "
+                                "followed by the figure's label):")
+
+
+def _repo_blob(app: Sphinx) -> str:
+    """``https://github.com/OWNER/REPO/blob/BRANCH/`` from the Jupyter Book repository config."""
+    opts = getattr(app.config, "html_theme_options", {}) or {}
+    url = str(opts.get("repository_url", "")).rstrip("/")
+    branch = str(opts.get("repository_branch", "main"))
+    path = str(opts.get("path_to_docs", "")).strip("/")
+    return f"{url}/blob/{branch}/" + (f"{path}/" if path else "") if url else ""
+
+
+def bibtex(app: Sphinx, rows: list[dict[str, Any]]) -> str:
+    """One ``@misc`` entry per figure, keyed ``advbook<year>:<label>``."""
+    title = str(getattr(app.config, "html_title", "") or app.config.project)
+    author = str(app.config.author or "The advbook authors")
+    year = next((w for w in str(app.config.copyright).replace(",", " ").split()
+                 if w.isdigit() and len(w) == 4), "")
+    blob = _repo_blob(app)
+    entries = []
+    for r in rows:
+        number = ".".join(str(n) for n in r["number"])
+        caption = r["caption"].split(". ")[0].rstrip(".").replace("{", "").replace("}", "")
+        where = f"{r['docname']}.ipynb"
+        cell = f", cell {r['cell']}" if r["cell"] is not None else ""
+        fields = [
+            f"  title        = {{Figure {number}: {caption}}}",
+            f"  author       = {{{{{author}}}}}",
+            f"  howpublished = {{In: {title}, chapter ``{r['chapter']}''}}",
+            f"  year         = {{{year}}}",
+            f"  note         = {{Figure label \\texttt{{{r['label']}}}; drawn by {where}{cell}}}",
+        ]
+        if blob:
+            fields.append(f"  url          = {{{blob}{where}}}")
+        entries.append(f"@misc{{advbook{year}:{r['label']},\n" + ",\n".join(fields) + "\n}")
+    return "\n\n".join(entries)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
