@@ -1,4 +1,4 @@
-"""Model-mode guard, perturbation helpers and the shared base class of the training recipes."""
+"""Model-mode guard, the attacks' perturbation helpers, the base class of the training recipes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_bounds, check_generator, check_nonneg_float
+from ..attacks._utils import _draw, per_sample, project
+from ..attacks._utils import steepest_ascent_direction as steepest_ascent
 
 __all__ = [
     "Recipe",
@@ -19,8 +21,6 @@ __all__ = [
     "randn_like",
     "steepest_ascent",
 ]
-
-_TINY = 1e-12
 
 
 @contextmanager
@@ -40,40 +40,10 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def per_sample(s: Tensor, like: Tensor) -> Tensor:
-    """Reshape ``(N,)`` so that it broadcasts against ``like`` ``(N, ...)``."""
-    return s.reshape(-1, *([1] * (like.ndim - 1)))
-
-
-def _l2(v: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), ord=2, dim=1)
-
-
-def steepest_ascent(g: Tensor, norm: str) -> Tensor:
-    """Unit-norm maximiser of ``⟨g, d⟩``: ``sign(g)`` (L∞) or ``g/‖g‖₂`` (L2, ``0`` for ``g=0``)."""
-    if norm == "linf":
-        return g.sign()
-    return g / per_sample(_l2(g).clamp_min(_TINY), g)
-
-
-def project(delta: Tensor, eps: float, norm: str) -> Tensor:
-    """Projection onto ``{‖δ‖ ≤ ε}``: ``clamp(δ, −ε, ε)`` (L∞) or ``δ·min(1, ε/‖δ‖₂)`` (L2)."""
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    factor = (eps / _l2(delta).clamp_min(_TINY)).clamp(max=1.0)
-    return delta * per_sample(factor, delta)
-
-
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like ``x`` on its device and dtype.
-
-    With a generator the numbers are drawn on the generator's device and moved, so a seeded
-    CPU generator gives the same noise for CPU and CUDA data.
-    """
-    if generator is None:
-        return torch.randn(x.shape, device=x.device, dtype=x.dtype)
-    out = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
-    return out.to(x.device)
+    """Standard normal noise shaped like ``x`` on its device and dtype (see the attacks' ``_draw``:
+    a seeded CPU generator gives the same noise for CPU and CUDA data)."""
+    return _draw("randn", x, generator)
 
 
 class Recipe:
