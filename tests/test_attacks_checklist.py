@@ -143,6 +143,67 @@ def test_early_stop_gives_the_same_robust_accuracy(
         assert (batch_norms(fast - x, "linf") <= 0.06 + 1e-12).all()
 
 
+class ForwardCounter(nn.Module):
+    """Wraps a model and records the batch size of every forward call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.sizes: list[int] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.sizes.append(x.shape[0])
+        return self.model(x)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("restarts", [1, 3])
+def test_select_fooled_and_max_loss_give_the_same_robust_accuracy(
+    trained64: tuple[nn.Module, Tensor, Tensor], norm: str, restarts: int
+) -> None:
+    """``select`` only decides whether fooled samples also get their last iterate judged.
+
+    Samples that no iterate fooled get the identical point (their last iterate is evaluated
+    either way); fooled samples stay fooled, and ``max_loss`` returns a point whose loss is at
+    least that of ``fooled``'s, since it judges a superset of the same iterates.
+    """
+    model, x, y = trained64
+    eps = 0.06 if norm == "linf" else 0.8
+    kw = dict(eps=eps, norm=norm, steps=6, restarts=restarts)
+    fast = pgd(model, x, y, select="fooled", generator=_gen(4), **kw)
+    full = pgd(model, x, y, select="max_loss", generator=_gen(4), **kw)
+    robust = _robust(model, full, y)
+    assert torch.equal(_robust(model, fast, y), robust)
+    assert 0 < int(robust.sum()) < len(y)  # both kinds of sample are present
+    assert torch.equal(fast[robust], full[robust])
+    with torch.no_grad():
+        ce = nn.functional.cross_entropy
+        loss_fast = ce(model(fast), y, reduction="none")
+        loss_full = ce(model(full), y, reduction="none")
+    assert (loss_full >= loss_fast - 1e-12).all()
+
+
+def test_select_fooled_evaluates_the_last_iterate_only_where_needed(
+    trained64: tuple[nn.Module, Tensor, Tensor],
+) -> None:
+    """Forward passes: ``steps`` full batches, then the last iterate of the unfooled samples
+    only (``fooled``) or of every sample (``max_loss``)."""
+    model, x, y = trained64
+    steps = 4
+    counted = ForwardCounter(model)
+    pgd(counted, x, y, eps=0.06, steps=steps, select="max_loss", generator=_gen(5))
+    assert counted.sizes == [len(y)] * (steps + 1)
+    # the number of samples fooled by the first `steps` iterates, from a run one step shorter
+    # judged at every iterate (same random start, same fixed step size)
+    counted.sizes.clear()
+    x_prefix = pgd(model, x, y, eps=0.06, steps=steps - 1, alpha=0.015, select="max_loss",
+                   generator=_gen(5))
+    unfooled = int(_robust(model, x_prefix, y).sum())
+    pgd(counted, x, y, eps=0.06, steps=steps, alpha=0.015, select="fooled", generator=_gen(5))
+    assert counted.sizes == [len(y)] * steps + [unfooled]
+    assert 0 < unfooled < len(y)
+
+
 @pytest.mark.parametrize("shift", [-50.0, 50.0])
 def test_constant_logit_shift_changes_neither_cw_nor_deepfool(
     trained64: tuple[nn.Module, Tensor, Tensor], shift: float

@@ -77,7 +77,7 @@ def test_fgsm_properties(
 @SETTINGS
 @given(problem=problems(), eps=EPS, norm=NORM, steps=st.integers(0, 4),
        restarts=st.integers(1, 2), early_stop=st.booleans(), targeted=st.booleans(),
-       seed=st.integers(0, 100))
+       select=st.sampled_from(["fooled", "max_loss"]), seed=st.integers(0, 100))
 def test_pgd_properties(
     problem: Problem,
     eps: float,
@@ -86,11 +86,13 @@ def test_pgd_properties(
     restarts: int,
     early_stop: bool,
     targeted: bool,
+    select: str,
     seed: int,
 ) -> None:
     model, x, y, bounds = problem
     kw = dict(steps=steps, norm=norm, restarts=restarts, early_stop=early_stop,
-              targeted=targeted, bounds=bounds, generator=torch.Generator().manual_seed(seed))
+              targeted=targeted, select=select, bounds=bounds,
+              generator=torch.Generator().manual_seed(seed))
     x_adv = pgd(model, x, y, eps=eps, **kw)
     _check_output(x_adv, x, bounds)
     assert (batch_norms(x_adv - x, norm) <= eps + 1e-6).all()

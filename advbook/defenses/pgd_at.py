@@ -92,7 +92,7 @@ class PGDATObjective(Recipe):
         return pgd(
             unwrap(model), x, y, eps=self.eps, alpha=self.step_size, steps=self.steps,
             norm=self.norm, random_start=self.random_start, restarts=self.restarts,
-            bounds=self.bounds, generator=self.generator,
+            bounds=self.bounds, generator=self.generator, select="max_loss",
         )
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
