@@ -97,11 +97,15 @@ def get_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any], generator: torch.Generator | None = None) -> None:
-    """Restore what :func:`get_rng_state` returned (entries that are missing are skipped)."""
+    """Restore what :func:`get_rng_state` returned (entries that are missing are skipped).
+
+    The state tensors may live on any device (``torch.load`` with a CUDA ``map_location`` puts
+    them on the GPU); they are read from host copies, as the generators require.
+    """
     if "torch" in state:
-        torch.set_rng_state(state["torch"])
+        torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        cuda_states = list(state["cuda"])
+        cuda_states = [s.cpu() for s in state["cuda"]]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
     if "python" in state:
@@ -110,11 +114,11 @@ def set_rng_state(state: Mapping[str, Any], generator: torch.Generator | None = 
     if "numpy" in state:
         s = state["numpy"]
         np.random.set_state(  # noqa: NPY002
-            (s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"],
+            (s["name"], s["keys"].cpu().numpy().astype(np.uint32), s["pos"], s["has_gauss"],
              s["cached_gaussian"])
         )
     if generator is not None and "generator" in state:
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())
 
 
 def _state_of(component: object) -> Any:
@@ -233,14 +237,7 @@ def load_checkpoint(
             raise ValueError(f"{path} holds no scheduler state")
         scheduler.load_state_dict(raw["scheduler"])
     if restore_rng:
-        rng = dict(raw.get("rng", {}))
-        if "torch" in rng:
-            rng["torch"] = rng["torch"].cpu()
-        if "cuda" in rng:
-            rng["cuda"] = [s.cpu() for s in rng["cuda"]]
-        if "generator" in rng:
-            rng["generator"] = rng["generator"].cpu()
-        set_rng_state(rng, generator)
+        set_rng_state(raw.get("rng", {}), generator)
     saved = raw.get("components", {})
     for name, obj in (components or {}).items():
         loader = getattr(obj, "load_state_dict", None)

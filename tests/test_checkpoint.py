@@ -124,6 +124,44 @@ def test_rng_states_round_trip(tmp_path: Path) -> None:
     assert ck.epoch == 4 and ck.meta == {"note": "x", "n": 5}
 
 
+@pytest.mark.cuda
+def test_rng_states_round_trip_for_a_cuda_model(tmp_path: Path) -> None:
+    """Loading onto a CUDA model maps every saved tensor to the GPU, the RNG states included;
+    they must still be restored (the generators and NumPy take host tensors only)."""
+    torch.manual_seed(1)
+    np.random.seed(3)  # noqa: NPY002 - the global state is what is being saved
+    g = torch.Generator().manual_seed(3)
+    net = nn.Linear(2, 2).cuda()
+    path = checkpoint.save_checkpoint(tmp_path / "c.pt", model=net, epoch=1, generator=g)
+    first = (torch.rand(3), np.random.rand(), torch.rand(2, generator=g))  # noqa: NPY002
+    g2 = torch.Generator().manual_seed(99)
+    checkpoint.load_checkpoint(path, model=nn.Linear(2, 2).cuda(), generator=g2)
+    second = (torch.rand(3), np.random.rand(), torch.rand(2, generator=g2))  # noqa: NPY002
+    assert torch.equal(first[0], second[0]) and first[1] == second[1]
+    assert torch.equal(first[2], second[2])
+
+
+def test_rng_state_tensors_are_read_from_host_copies() -> None:
+    """``set_rng_state`` copies each state tensor to the host before using it."""
+
+    class Recorder(torch.Tensor):
+        cpu_calls = 0
+
+        def cpu(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+            Recorder.cpu_calls += 1
+            return torch.Tensor(self).clone()
+
+    state = checkpoint.get_rng_state(torch.Generator().manual_seed(0))
+    wrapped = {
+        **state,
+        "torch": state["torch"].as_subclass(Recorder),
+        "numpy": {**state["numpy"], "keys": state["numpy"]["keys"].as_subclass(Recorder)},
+        "generator": state["generator"].as_subclass(Recorder),
+    }
+    checkpoint.set_rng_state(wrapped, torch.Generator())
+    assert Recorder.cpu_calls == 3
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         checkpoint.load_checkpoint(tmp_path / "missing.pt")
