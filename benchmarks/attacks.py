@@ -424,6 +424,9 @@ def run(
                 row["vs_torchattacks"] = medians[impl] / medians["torchattacks"]
                 row["vs_foolbox"] = medians[impl] / medians["foolbox"]
             rows.append(row)
+        summary = ", ".join(f"{r['implementation']} {r['median_s']:.3g} s"
+                            for r in rows if r["attack"] == bench)
+        print(f"{bench}: {summary}", flush=True)  # progress, for long runs
     return rows
 
 

@@ -1,0 +1,42 @@
+"""benchmarks/report.py: targets are judged on the CPU rows only; GPU tables carry caveats."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from benchmarks import report
+
+
+def _rows(device: str, ours_time: float, strength: float = 0.5) -> list[dict]:
+    base = {"attack": "PGD-10 Linf", "device": device, "strength_metric": "robust acc",
+            "success": 1 - strength, "batch": 512, "fwd_bwd_s": 0.01}
+    return [
+        {**base, "implementation": "ours", "vs_torchattacks": ours_time, "vs_foolbox": 0.9,
+         "strength": strength, "floor_ratio": 1.05},
+        {**base, "implementation": "torchattacks", "vs_torchattacks": float("nan"),
+         "vs_foolbox": float("nan"), "strength": strength, "floor_ratio": 1.0},
+    ]
+
+
+def test_targets_judge_the_cpu_rows_only() -> None:
+    attacks = pd.DataFrame(_rows("cpu", 0.8) + _rows("cuda", 1.4))
+    checked = report.targets(attacks, pd.DataFrame())
+    assert set(checked.device) == {"cpu"}
+    speed = checked[checked.target.str.contains("time vs torchattacks")]
+    assert speed.met.all() and speed.measured.tolist() == [0.8]
+
+
+def test_a_weaker_attack_does_not_meet_a_speed_target() -> None:
+    rows = _rows("cpu", 0.8)
+    rows[0]["strength"] = 0.6  # ours leaves 10 points more robust accuracy than torchattacks
+    checked = report.targets(pd.DataFrame(rows), pd.DataFrame())
+    speed = checked[checked.target.str.contains("time vs torchattacks")].iloc[0]
+    assert speed["strength condition"] == "not met" and not speed.met
+
+
+def test_gpu_notes_say_when_nothing_was_fooled_and_what_was_not_run() -> None:
+    unfooled = pd.DataFrame(_rows("cuda", 1.4, strength=1.0))
+    notes = report.gpu_notes(unfooled)
+    assert any("time only" in n for n in notes)
+    assert any("DeepFool L2" in n and "C&W L2" in n for n in notes)
+    assert not any("time only" in n for n in report.gpu_notes(pd.DataFrame(_rows("cuda", 1.4))))
