@@ -10,6 +10,7 @@ from ._checks import check_logits
 
 __all__ = [
     "batch_norms",
+    "ce_objective",
     "ce_objective_and_grad",
     "is_success",
     "per_sample",
@@ -76,6 +77,12 @@ def _draw(kind: str, like: Tensor, generator: torch.Generator | None) -> Tensor:
     return out.to(like.device)
 
 
+def _unit_directions(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One direction per sample, uniform on the unit L2 sphere (a normalised Gaussian)."""
+    z = _draw("randn", x, generator)
+    return z / per_sample(batch_norms(z, "l2").clamp_min(_TINY), z)
+
+
 def sample_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
     """A random perturbation drawn uniformly from the ε-ball of ``norm``, one per sample.
 
@@ -85,8 +92,7 @@ def sample_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator | N
     """
     if norm == "linf":
         return (2 * _draw("rand", x, generator) - 1) * eps
-    z = _draw("randn", x, generator)
-    z = z / per_sample(batch_norms(z, "l2").clamp_min(_TINY), z)
+    z = _unit_directions(x, generator)
     d = x[0].numel()
     u = _draw("rand", x.new_empty(x.shape[0]), generator)
     radius = eps * u.pow(1.0 / d)
@@ -105,8 +111,7 @@ def sample_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | 
     """
     if norm == "linf":
         return sample_ball(x, eps, norm, generator)
-    z = _draw("randn", x, generator)
-    z = z / per_sample(batch_norms(z, "l2").clamp_min(_TINY), z)
+    z = _unit_directions(x, generator)
     radius = eps * _draw("rand", x.new_empty(x.shape[0]), generator)
     return z * per_sample(radius, z)
 
@@ -115,6 +120,12 @@ def is_success(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
     """Per-sample attack success: ``argmax ≠ y`` (untargeted) or ``argmax = y`` (targeted)."""
     pred = logits.argmax(dim=1)
     return pred == y if targeted else pred != y
+
+
+def ce_objective(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
+    """Per-sample attack objective: ``CE(f(x), y)`` untargeted, ``−CE(f(x), t)`` targeted."""
+    objective = F.cross_entropy(logits, y, reduction="none")
+    return -objective if targeted else objective
 
 
 def ce_objective_and_grad(
@@ -136,9 +147,7 @@ def ce_objective_and_grad(
     logits = model(x_adv)
     if check is not None:
         check_logits(logits, x_adv.shape[0], check[0], name=check[1])
-    objective = F.cross_entropy(logits, y, reduction="none")
-    if targeted:
-        objective = -objective
+    objective = ce_objective(logits, y, targeted)
     if not objective.requires_grad:
         raise ValueError(
             "the model's output does not depend on x through autograd (does the model detach "

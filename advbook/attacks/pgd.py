@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import (
@@ -16,6 +15,7 @@ from .._validation import (
 )
 from ._checks import check_inputs, check_logits, model_guard, plain
 from ._utils import (
+    ce_objective,
     ce_objective_and_grad,
     is_success,
     per_sample,
@@ -235,8 +235,7 @@ def _evaluate_last(
         logits = model(xe)
         if check is not None:
             check_logits(logits, xe.shape[0], check[0], name=check[1])
-        obj = F.cross_entropy(logits, ye, reduction="none")
-        obj = -obj if targeted else obj
+        obj = ce_objective(logits, ye, targeted)
         succ = is_success(logits, ye, targeted)
         if idx is None:
             return obj, succ
