@@ -19,12 +19,28 @@ define timed
 	printf '%6d s  %s\n' "$$SECONDS" "$(1)" | tee -a $(TIMINGS)
 endef
 
-.PHONY: help install book serve test unit notebooks-check book-check test-html chromium lint notebooks bench clean
+# The notebook check runs every chapter twice: on this CPU's own numeric path and on a second one
+# (ATen's scalar kernels, oneDNN capped at SSE4.1, MKL's compatible code path on x86-64; ATen's
+# scalar kernels elsewhere), both against the same stored outputs and the tolerances declared in
+# the cells (tools/nbtolerance.py). Notebooks run in parallel, one per worker.
+ifeq ($(shell uname -m),x86_64)
+EMULATED_CPU ?= ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE
+else
+EMULATED_CPU ?= ATEN_CPU_CAPABILITY=default
+endif
+NB_WORKERS ?= 2
+NBVAL = $(BIN)/python -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
+	--nbval-sanitize-with book/sanitize.cfg --nbval-cell-timeout 1800 -n $(NB_WORKERS) --dist loadfile
+NOTEBOOK_FILES ?= book
+
+.PHONY: help install book serve test unit notebooks-check notebooks-check-native notebooks-check-emulated notebooks-check-teeth book-check test-html chromium lint notebooks bench clean
 
 help:
 	@echo "make book   - create .venv if missing, install, execute every chapter, build _build/html"
-	@echo "make test   - unit tests, nbval re-run of every notebook (figures compared), strict build,"
-	@echo "              browser check of every page (test-html)"
+	@echo "make test   - unit tests, nbval re-run of every notebook on this CPU's numeric path and on an"
+	@echo "              emulated other CPU (numbers within declared tolerances, figures compared),"
+	@echo "              sabotage tests of that check, strict build, browser check of every page"
+	@echo "make notebooks-check - only the notebook check (NOTEBOOK_FILES=book/setup.ipynb for one)"
 	@echo "make test-html - open every page of _build/html in headless Chromium (installs Debian's"
 	@echo "              chromium + chromium-driver if missing; ADVBOOK_SKIP_BROWSER=1 skips without)"
 	@echo "make serve  - serve _build/html on http://localhost:8000"
@@ -61,10 +77,18 @@ lint: install
 	$(call timed,ruff,$(BIN)/ruff check .)
 
 unit: install
-	$(call timed,unit tests,$(BIN)/python -m pytest tests -q -p no:cacheprovider)
+	$(call timed,unit tests,$(BIN)/python -m pytest tests -q -p no:cacheprovider -m "not notebooks")
 
-notebooks-check: install
-	$(call timed,nbval: re-run every notebook and compare outputs and figures,$(BIN)/python -m pytest -q -p no:cacheprovider --nbval --nbval-current-env --nbval-sanitize-with book/sanitize.cfg --nbval-cell-timeout 1200 book)
+notebooks-check: notebooks-check-native notebooks-check-emulated notebooks-check-teeth
+
+notebooks-check-native: install
+	$(call timed,nbval on this CPU: re-run every notebook and compare numbers and figures,$(NBVAL) --nbfigure-results nbfigure-results/native $(NOTEBOOK_FILES))
+
+notebooks-check-emulated: install
+	$(call timed,nbval on an emulated other CPU ($(EMULATED_CPU)),env $(EMULATED_CPU) $(NBVAL) --nbfigure-results nbfigure-results/emulated $(NOTEBOOK_FILES))
+
+notebooks-check-teeth: install
+	$(call timed,the notebook check fails on a sabotaged library,$(BIN)/python -m pytest -q -p no:cacheprovider -n $(NB_WORKERS) -m notebooks tests/test_notebook_check_teeth.py)
 
 book-check: install conf.py
 	$(call timed,strict book build from the stored outputs,rm -rf _build/html _build/doctrees && $(BIN)/sphinx-build -b html -W --keep-going -n -q -D nb_execution_mode=off $(SPHINX_OPTS) . _build/html)

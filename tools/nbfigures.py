@@ -5,9 +5,18 @@ plugin closes that gap: after nbval has run a cell, each freshly rendered PNG is
 PNG stored in the notebook using :func:`matplotlib.testing.compare.compare_images`. A cell fails
 when the number of figures differs, when their sizes differ, or when the RMS difference (0–255
 scale) exceeds the tolerance: ``--nbfigure-tol`` (default 2.0), overridden per cell by the cell
-metadata ``{"advbook": {"figure_tolerance": <float>}}``. On failure the expected, actual and diff
+metadata ``{"advbook": {"figure_tolerance": <float>}}`` or the chapter's tolerance ledger
+(see :mod:`tools.nbtolerance`). On failure the expected, actual and diff
 images are written to ``--nbfigure-results`` (default ``nbfigure-results/``) and the message names
 the notebook, the cell and the RMS.
+
+A figure of measured data (an accuracy curve, a histogram) moves by a pixel or two on another
+CPU or a GPU, and a pixel-wise RMS counts every moved anti-aliased edge. Such a cell declares
+``{"advbook": {"figure_block": k}}``: both images are then averaged over k×k pixel blocks before
+the RMS is taken, which forgives displacements well below k pixels and still sees a curve, a bar
+or a panel that moved by a visible fraction of the axes (``tests/test_nbfigures.py`` checks
+both). The numbers behind such a figure are printed by the cell and compared within their
+declared tolerances by :mod:`tools.nbtolerance`.
 
 It also prints a timing summary: seconds per notebook and for the unit tests.
 """
@@ -58,14 +67,38 @@ def _pngs(outputs: Any) -> list[str]:
     return found
 
 
+def block_rms(expected: Path, actual: Path, block: int) -> float:
+    """RMS difference (0–255) of two PNGs after averaging each over ``block``×``block`` pixels.
+
+    Images of different sizes count as an infinite RMS. The blocks tile the image from its top
+    left corner; a last partial row or column of blocks is dropped.
+    """
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    a = mpimg.imread(expected)[..., :3].astype(np.float64) * 255.0
+    b = mpimg.imread(actual)[..., :3].astype(np.float64) * 255.0
+    if a.shape != b.shape:
+        return float("inf")
+    h, w = (a.shape[0] // block) * block, (a.shape[1] // block) * block
+    if h == 0 or w == 0:
+        raise ValueError(f"figure_block {block} is larger than the image {a.shape[:2]}")
+
+    def pooled(img: np.ndarray) -> np.ndarray:
+        return img[:h, :w].reshape(h // block, block, w // block, block, 3).mean(axis=(1, 3))
+
+    return float(np.sqrt(np.mean((pooled(a) - pooled(b)) ** 2)))
+
+
 def compare_png(
-    expected_b64: str, actual_b64: str, *, tol: float, folder: Path, stem: str
+    expected_b64: str, actual_b64: str, *, tol: float, folder: Path, stem: str, block: int = 1
 ) -> float | None:
     """Compare two base64 PNGs. Return ``None`` when they match within ``tol``, else the RMS.
 
+    With ``block > 1`` the RMS is that of the ``block``×``block`` averages (:func:`block_rms`).
     Files are written under ``folder`` as ``<stem>-expected.png`` / ``-actual.png`` (plus the
-    ``-failed-diff.png`` that matplotlib writes); they are removed again when the images match.
-    Images of different sizes count as an infinite RMS.
+    ``-failed-diff.png`` that matplotlib writes for a pixel-wise comparison); they are removed
+    again when the images match. Images of different sizes count as an infinite RMS.
     """
     from matplotlib.testing.compare import compare_images
     from matplotlib.testing.exceptions import ImageComparisonFailure
@@ -75,6 +108,13 @@ def compare_png(
     actual = folder / f"{stem}-actual.png"
     expected.write_bytes(base64.b64decode(expected_b64))
     actual.write_bytes(base64.b64decode(actual_b64))
+    if block > 1:
+        rms = block_rms(expected, actual, block)
+        if rms <= tol:
+            expected.unlink(missing_ok=True)
+            actual.unlink(missing_ok=True)
+            return None
+        return rms
     try:
         result = compare_images(str(expected), str(actual), tol, in_decorator=True)
     except ImageComparisonFailure:
@@ -87,7 +127,7 @@ def compare_png(
 
 
 def check_cell_figures(
-    stored: Any, fresh: Any, *, tol: float, folder: Path, where: str
+    stored: Any, fresh: Any, *, tol: float, folder: Path, where: str, block: int = 1
 ) -> None:
     """Raise :class:`FigureMismatch` if the fresh outputs' PNGs differ from the stored ones."""
     ref, new = _pngs(stored), _pngs(fresh)
@@ -97,9 +137,11 @@ def check_cell_figures(
         )
     stem = where.replace("/", "_").replace("::", "-").replace(" ", "_")
     for k, (a, b) in enumerate(zip(ref, new, strict=True)):
-        rms = compare_png(a, b, tol=tol, folder=folder, stem=f"{stem}-fig{k}")
+        rms = compare_png(a, b, tol=tol, folder=folder, stem=f"{stem}-fig{k}", block=block)
         if rms is not None:
             detail = "image sizes differ" if rms == float("inf") else f"RMS {rms:.3f}"
+            if block > 1 and rms != float("inf"):
+                detail += f" over {block}x{block} blocks"
             raise FigureMismatch(
                 f"{where}, figure {k}: {detail} > tolerance {tol} "
                 f"(expected/actual/diff images in {folder}/{stem}-fig{k}-*.png)"
@@ -113,11 +155,16 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     fresh = getattr(item, "test_outputs", None)
     if cell is None or fresh is None or item.config.getoption("--no-nbfigures"):
         return result
-    meta = cell.get("metadata", {}).get("advbook", {})
+    from tools.nbtolerance import meta_of_item
+
+    meta = meta_of_item(item)
     tol = float(meta.get("figure_tolerance", item.config.getoption("--nbfigure-tol")))
+    block = int(meta.get("figure_block", 1))
     folder = Path(item.config.getoption("--nbfigure-results"))
     where = f"{Path(str(item.fspath)).name} cell {getattr(item, 'cell_num', '?')}"
-    check_cell_figures(cell.get("outputs", []), fresh, tol=tol, folder=folder, where=where)
+    check_cell_figures(
+        cell.get("outputs", []), fresh, tol=tol, folder=folder, where=where, block=block
+    )
     return result
 
 

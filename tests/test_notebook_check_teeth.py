@@ -1,0 +1,95 @@
+"""The notebook check still catches a broken library, inside its tolerances.
+
+Each test breaks one function of the library on purpose — only inside the notebook's kernel, by
+an IPython startup file — re-runs a chapter with nbval exactly as ``make notebooks-check`` does
+(stopping at the first failing cell) and asserts that the check fails, at the cell that shows the
+mistake, by a number outside its band or by the cell's own assertion. Without the sabotage the
+same chapters pass (that is ``make notebooks-check`` itself).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SABOTAGE = {
+    # FGSM takes a step of eps/2 instead of eps.
+    "fgsm_half_step": (
+        "adversarial_examples.ipynb",
+        """
+import functools
+import advbook.attacks as _a
+_fgsm = _a.fgsm
+@functools.wraps(_fgsm)
+def fgsm(model, x, y, *, eps, **kw):
+    return _fgsm(model, x, y, eps=eps / 2, **kw)
+_a.fgsm = fgsm
+""",
+    ),
+    # PGD never projects back onto the eps-ball (only the box clip remains).
+    "pgd_without_projection": (
+        "adversarial_examples.ipynb",
+        """
+import sys
+import advbook.attacks
+_p = sys.modules["advbook.attacks.pgd"]  # the package attribute "pgd" is the function
+_p.project = lambda delta, eps, norm: delta
+""",
+    ),
+    # Label smoothing with PyTorch's eps/k off-targets instead of the book's eps/(k - 1).
+    "smoothing_eps_over_k": (
+        "label_smoothing.ipynb",
+        """
+import torch
+import advbook.label_smoothing as _ls
+_targets = _ls.smooth_targets
+def smooth_targets(y, k, eps, *, dtype=None):
+    q = _targets(y, k, 0.0, dtype=dtype)
+    return q * (1.0 - eps) + eps / k
+def smoothed_cross_entropy(logits, y, eps, *, reduction="mean"):
+    q = smooth_targets(y, logits.shape[1], eps, dtype=logits.dtype)
+    return _ls.soft_cross_entropy(logits, q, reduction=reduction)
+_ls.smooth_targets = smooth_targets
+_ls.smoothed_cross_entropy = smoothed_cross_entropy
+""",
+    ),
+}
+
+
+def run_sabotaged(tmp_path: Path, notebook: str, code: str) -> str:
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-sabotage.py").write_text(code)
+    env = dict(os.environ, IPYTHONDIR=str(tmp_path / "ipython"), ADVBOOK_PROGRESS="0")
+    env.pop("MPLBACKEND", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--nbval",
+         "--nbval-current-env", "--nbval-sanitize-with", "book/sanitize.cfg",
+         "--nbfigure-results", str(tmp_path / "figures"), f"book/{notebook}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    return out
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name", sorted(SABOTAGE))
+def test_a_broken_library_fails_the_notebook_check(tmp_path: Path, name: str) -> None:
+    notebook, code = SABOTAGE[name]
+    out = run_sabotaged(tmp_path, notebook, code)
+    assert "1 failed" in out, out
+    caught = (
+        "Cell outputs differ" in out
+        or "AssertionError" in out
+        or "FigureMismatch" in out
+    )
+    assert caught, out
+    # the sabotage itself must not have crashed the kernel or the library
+    assert "Kernel died" not in out and "TypeError" not in out, out
