@@ -18,6 +18,12 @@ or a panel that moved by a visible fraction of the axes (``tests/test_nbfigures.
 both). The numbers behind such a figure are printed by the cell and compared within their
 declared tolerances by :mod:`tools.nbtolerance`.
 
+Where even block averages move — a histogram of 100 measured distances whose bars trade counts,
+a grid of adversarial perturbations whose pixels are the attack's own output — the cell declares
+``{"advbook": {"figure": "size"}}`` instead: its figures must still be there, as many and of the
+same pixel size (the same panels, the same layout), and the data behind them are compared as the
+numbers the cell prints. A ``figure: size`` cell must print numbers, or it is refused.
+
 It also prints a timing summary: seconds per notebook and for the unit tests.
 """
 
@@ -126,15 +132,38 @@ def compare_png(
     return float(result["rms"])
 
 
+def png_size(b64: str) -> tuple[int, int]:
+    """(width, height) of a base64 PNG, read from its header."""
+    head = base64.b64decode(b64[:64])
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 def check_cell_figures(
-    stored: Any, fresh: Any, *, tol: float, folder: Path, where: str, block: int = 1
+    stored: Any,
+    fresh: Any,
+    *,
+    tol: float,
+    folder: Path,
+    where: str,
+    block: int = 1,
+    size_only: bool = False,
 ) -> None:
-    """Raise :class:`FigureMismatch` if the fresh outputs' PNGs differ from the stored ones."""
+    """Raise :class:`FigureMismatch` if the fresh outputs' PNGs differ from the stored ones.
+
+    ``size_only``: only the number of figures and their pixel sizes must agree.
+    """
     ref, new = _pngs(stored), _pngs(fresh)
     if len(ref) != len(new):
         raise FigureMismatch(
             f"{where}: the stored outputs hold {len(ref)} figure(s), the re-run produced {len(new)}"
         )
+    if size_only:
+        for k, (a, b) in enumerate(zip(ref, new, strict=True)):
+            if png_size(a) != png_size(b):
+                raise FigureMismatch(
+                    f"{where}, figure {k}: size {png_size(b)} instead of {png_size(a)}"
+                )
+        return
     stem = where.replace("/", "_").replace("::", "-").replace(" ", "_")
     for k, (a, b) in enumerate(zip(ref, new, strict=True)):
         rms = compare_png(a, b, tol=tol, folder=folder, stem=f"{stem}-fig{k}", block=block)
@@ -160,12 +189,24 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     meta = meta_of_item(item)
     tol = float(meta.get("figure_tolerance", item.config.getoption("--nbfigure-tol")))
     block = int(meta.get("figure_block", 1))
+    size_only = meta.get("figure") == "size"
     folder = Path(item.config.getoption("--nbfigure-results"))
     where = f"{Path(str(item.fspath)).name} cell {getattr(item, 'cell_num', '?')}"
+    if size_only and not meta.get("tolerance") and not _prints_numbers(cell):
+        raise FigureMismatch(f"{where}: figure: size needs numbers printed beside the figure")
     check_cell_figures(
-        cell.get("outputs", []), fresh, tol=tol, folder=folder, where=where, block=block
+        cell.get("outputs", []), fresh, tol=tol, folder=folder, where=where, block=block,
+        size_only=size_only,
     )
     return result
+
+
+def _prints_numbers(cell: Any) -> bool:
+    import re
+
+    outputs = cell.get("outputs", [])
+    text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
+    return re.search(r"\d", text) is not None
 
 
 _durations: dict[str, float] = defaultdict(float)

@@ -134,7 +134,7 @@ class Rule:
         return f"{self.kind} {self.value:g}"
 
 
-LEDGER_KEYS = {"tolerance", "figure_block", "figure_tolerance", "why"}
+LEDGER_KEYS = {"tolerance", "figure_block", "figure_tolerance", "figure", "why"}
 
 
 def ledger_path(notebook: Path) -> Path:
