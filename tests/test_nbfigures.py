@@ -90,3 +90,51 @@ def test_nbval_run_fails_on_a_changed_figure(tmp_path: Path) -> None:
     assert re.search(r"changed.ipynb cell 0, figure 0: RMS \d+\.\d+ > tolerance 2.0", out), out
     assert (tmp_path / "results" / "changed.ipynb_cell_0-fig0-actual-failed-diff.png").exists()
     assert "timing summary" in out
+
+
+def _curves_png(
+    tmp_path: Path, name: str, shift: float, dpi: int = 100, curves: int = 3
+) -> str:
+    """Accuracy-like curves on a 640x360 canvas; ``shift`` moves the second one up."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=dpi)
+    eps = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    data = {"FGSM": [97, 91, 73, 44, 15, 6, 2],
+            "PGD": [97 + shift, 88 + shift, 55 + shift, 15 + shift, 1, 0, 0],
+            "FGM": [97, 94, 84, 68, 51, 35, 23]}
+    for label, acc in list(data.items())[:curves]:
+        ax.plot(eps, acc, marker="o", ms=3, label=label)
+    ax.set(xlabel="eps", ylabel="robust accuracy (%)", ylim=(-5, 105))
+    ax.legend()
+    path = tmp_path / f"{name}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_block_comparison_forgives_drift_but_not_a_changed_figure(tmp_path: Path) -> None:
+    """At the chapters' setting (16x16 blocks, tolerance 5) a curve that moved by the drift
+    measured across CPUs (about a point of accuracy) passes, though pixel-wise it fails; a figure
+    that lost a curve fails. (How far a curve moved is judged by the numbers behind it, which the
+    cells print: block averages of thin lines grow only slowly with the displacement.)"""
+    ref = _outputs(_curves_png(tmp_path, "ref", 0.0))
+    drift = _outputs(_curves_png(tmp_path, "drift", 1.0))
+    missing = _outputs(_curves_png(tmp_path, "missing", 0.0, curves=2))
+    with pytest.raises(nbfigures.FigureMismatch, match="RMS"):
+        nbfigures.check_cell_figures(ref, drift, tol=2.0, folder=tmp_path, where="px")
+    nbfigures.check_cell_figures(ref, drift, tol=5.0, folder=tmp_path, where="b", block=16)
+    with pytest.raises(nbfigures.FigureMismatch, match=r"over 16x16 blocks"):
+        nbfigures.check_cell_figures(ref, missing, tol=5.0, folder=tmp_path, where="b", block=16)
+
+
+def test_size_only_comparison_checks_count_and_size(tmp_path: Path) -> None:
+    a, b = _curves_png(tmp_path, "a", 0.0), _curves_png(tmp_path, "b", 30.0)
+    small = _curves_png(tmp_path, "small", 0.0, dpi=50)
+    nbfigures.check_cell_figures(_outputs(a), _outputs(b), tol=2.0, folder=tmp_path, where="s",
+                                 size_only=True)
+    assert nbfigures.png_size(a) == (640, 360)
+    with pytest.raises(nbfigures.FigureMismatch, match=r"size \(320, 180\) instead of"):
+        nbfigures.check_cell_figures(_outputs(a), _outputs(small), tol=2.0, folder=tmp_path,
+                                     where="s", size_only=True)
+    with pytest.raises(nbfigures.FigureMismatch, match="1 figure"):
+        nbfigures.check_cell_figures(_outputs(a), [], tol=2.0, folder=tmp_path, where="s",
+                                     size_only=True)

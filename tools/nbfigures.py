@@ -13,10 +13,11 @@ the notebook, the cell and the RMS.
 A figure of measured data (an accuracy curve, a histogram) moves by a pixel or two on another
 CPU or a GPU, and a pixel-wise RMS counts every moved anti-aliased edge. Such a cell declares
 ``{"advbook": {"figure_block": k}}``: both images are then averaged over k×k pixel blocks before
-the RMS is taken, which forgives displacements well below k pixels and still sees a curve, a bar
-or a panel that moved by a visible fraction of the axes (``tests/test_nbfigures.py`` checks
-both). The numbers behind such a figure are printed by the cell and compared within their
-declared tolerances by :mod:`tools.nbtolerance`.
+the RMS is taken, which forgives the small displacements of drift and still sees a curve, a bar
+or a panel that is missing, added or drawn differently (``tests/test_nbfigures.py`` checks
+both). How far a curve moved is judged by the numbers behind it, which the cells print and
+:mod:`tools.nbtolerance` compares within their declared tolerances: block averages of thin lines
+grow only slowly with the displacement.
 
 Where even block averages move — a histogram of 100 measured distances whose bars trade counts,
 a grid of adversarial perturbations whose pixels are the attack's own output — the cell declares
