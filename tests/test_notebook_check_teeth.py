@@ -2,8 +2,9 @@
 
 Each test breaks one function of the library on purpose — only inside the notebook's kernel, by
 an IPython startup file — re-runs a chapter with nbval exactly as ``make notebooks-check`` does
-(stopping at the first failing cell) and asserts that the check fails, at the cell that shows the
-mistake, by a number outside its band or by the cell's own assertion. Without the sabotage the
+(stopping at the first failing cell) and asserts that the check fails at the cell that shows the
+mistake — so every cell before it passed — by a number outside its band, a figure or the cell's
+own assertion. Without the sabotage the
 same chapters pass (that is ``make notebooks-check`` itself).
 """
 
@@ -22,6 +23,7 @@ SABOTAGE = {
     # FGSM takes a step of eps/2 instead of eps.
     "fgsm_half_step": (
         "adversarial_examples.ipynb",
+        2,  # the closed form on a linear model
         """
 import functools
 import advbook.attacks as _a
@@ -35,6 +37,7 @@ _a.fgsm = fgsm
     # PGD never projects back onto the eps-ball (only the box clip remains).
     "pgd_without_projection": (
         "adversarial_examples.ipynb",
+        3,  # the first PGD examples: the largest pixel change exceeds eps
         """
 import sys
 import advbook.attacks
@@ -45,6 +48,7 @@ _p.project = lambda delta, eps, norm: delta
     # Label smoothing with PyTorch's eps/k off-targets instead of the book's eps/(k - 1).
     "smoothing_eps_over_k": (
         "label_smoothing.ipynb",
+        4,  # the smoothed targets and their loss against PyTorch's
         """
 import torch
 import advbook.label_smoothing as _ls
@@ -82,9 +86,10 @@ def run_sabotaged(tmp_path: Path, notebook: str, code: str) -> str:
 @pytest.mark.notebooks
 @pytest.mark.parametrize("name", sorted(SABOTAGE))
 def test_a_broken_library_fails_the_notebook_check(tmp_path: Path, name: str) -> None:
-    notebook, code = SABOTAGE[name]
+    notebook, cell, code = SABOTAGE[name]
     out = run_sabotaged(tmp_path, notebook, code)
-    assert "1 failed" in out, out
+    # -x stops at the first failure: every cell before the expected one passed
+    assert "1 failed" in out and f"FAILED book/{notebook}::Cell {cell}" in out, out
     caught = (
         "Cell outputs differ" in out
         or "AssertionError" in out
