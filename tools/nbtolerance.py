@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import re
 import sys
@@ -303,6 +302,12 @@ def _same_kind(a: Any, b: Any) -> bool:
     return set(a.get("data", {})) == set(b.get("data", {}))
 
 
+def _kind(output: Any) -> str:
+    if output.get("output_type") == "stream":
+        return f"{output.get('name')} stream"
+    return f"{output.get('output_type')} ({', '.join(sorted(output.get('data', {})))})"
+
+
 def reconcile(
     stored: Sequence[Any], fresh: Sequence[Any], rules: Sequence[Rule], sanitize: Any = None
 ) -> tuple[list[Any], list[Mismatch]]:
@@ -315,9 +320,11 @@ def reconcile(
     fresh = [copy.deepcopy(o) for o in fresh]
     found: list[Mismatch] = []
     if len(stored) != len(fresh):
+        found.append(Mismatch(f"{len(stored)} outputs stored, {len(fresh)} produced"))
         return fresh, found
     for ref, out in zip(stored, fresh, strict=True):
         if not _same_kind(ref, out):
+            found.append(Mismatch(f"a {_kind(ref)} output became a {_kind(out)} output"))
             continue
         new_fields = dict(_text_fields(out))
         for key, old in _text_fields(ref):
@@ -365,7 +372,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def diff_notebooks(stored: Path, run: Path, *, use_rules: bool = True) -> list[str]:
     """Lines describing every cell of ``run`` whose text outputs differ from ``stored``."""
-    a, b = json.loads(stored.read_text()), json.loads(run.read_text())
+    import nbformat
+    from nbval.plugin import coalesce_streams
+
+    a, b = nbformat.read(stored, as_version=4), nbformat.read(run, as_version=4)
     ledger = load_ledger(stored)
     lines = []
     cells = zip(a["cells"], b["cells"], strict=True)
@@ -374,7 +384,10 @@ def diff_notebooks(stored: Path, run: Path, *, use_rules: bool = True) -> list[s
             continue
         rules = rules_of(ref, ledger) if use_rules else []
         sanitize = _sanitizer(stored.parent / "sanitize.cfg")
-        _, found = reconcile(ref.get("outputs", []), out.get("outputs", []), rules, sanitize)
+        _, found = reconcile(
+            coalesce_streams(ref.get("outputs", [])), coalesce_streams(out.get("outputs", [])),
+            rules, sanitize,
+        )
         name = f"{stored.name} cell {index} ({ref.get('id', '?')})"
         lines.extend(f"{name}: {m.message}" for m in found)
     return lines
