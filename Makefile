@@ -33,7 +33,7 @@ NBVAL = $(BIN)/python -m pytest -q -p no:cacheprovider --nbval --nbval-current-e
 	--nbval-sanitize-with book/sanitize.cfg --nbval-cell-timeout 1800 -n $(NB_WORKERS) --dist loadfile
 NOTEBOOK_FILES ?= book
 
-.PHONY: help install book serve test unit notebooks-check notebooks-check-native notebooks-check-emulated notebooks-check-teeth book-check test-html chromium lint notebooks bench clean
+.PHONY: help install book serve test unit notebooks-check notebooks-check-native notebooks-check-emulated notebooks-check-teeth print-emulated-cpu book-check test-html chromium lint notebooks bench clean
 
 help:
 	@echo "make book   - create .venv if missing, install, execute every chapter, build _build/html"
@@ -86,6 +86,10 @@ notebooks-check-native: install
 
 notebooks-check-emulated: install
 	$(call timed,nbval on an emulated other CPU ($(EMULATED_CPU)),env $(EMULATED_CPU) $(NBVAL) --nbfigure-results nbfigure-results/emulated $(NOTEBOOK_FILES))
+
+# the second path's settings, for tests/test_notebook_check_teeth.py
+print-emulated-cpu:
+	@echo $(EMULATED_CPU)
 
 notebooks-check-teeth: install
 	$(call timed,the notebook check fails on a sabotaged library,$(BIN)/python -m pytest -q -p no:cacheprovider -n $(NB_WORKERS) -m notebooks tests/test_notebook_check_teeth.py)
