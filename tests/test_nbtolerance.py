@@ -202,3 +202,9 @@ def test_every_ledger_entry_names_a_cell_and_parses(notebook: Path) -> None:
         for spec in entry.get("tolerance", []):
             if "pattern" in spec:
                 assert re.search(spec["pattern"], text), (cell_id, spec["pattern"])
+        if "numbers_in" in entry:
+            assert entry.get("figure") == "size", f"{cell_id}: numbers_in without figure: size"
+            source = cells.get(entry["numbers_in"])
+            assert source is not None, f"{cell_id}: numbers_in names no cell"
+            assert any(re.search(r"\d", v) for o in source.get("outputs", [])
+                       for _, v in nt._text_fields(o)), f"{cell_id}: its numbers_in prints none"

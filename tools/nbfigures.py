@@ -23,7 +23,8 @@ Where even block averages move — a histogram of 100 measured distances whose b
 a grid of adversarial perturbations whose pixels are the attack's own output — the cell declares
 ``{"advbook": {"figure": "size"}}`` instead: its figures must still be there, as many and of the
 same pixel size (the same panels, the same layout), and the data behind them are compared as the
-numbers the cell prints. A ``figure: size`` cell must print numbers, or it is refused.
+numbers the cell prints — or, with ``numbers_in: <cell id>``, another cell of the notebook. A
+``figure: size`` figure whose numbers are printed nowhere is refused.
 
 It also prints a timing summary: seconds per notebook and for the unit tests.
 """
@@ -193,13 +194,27 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     size_only = meta.get("figure") == "size"
     folder = Path(item.config.getoption("--nbfigure-results"))
     where = f"{Path(str(item.fspath)).name} cell {getattr(item, 'cell_num', '?')}"
-    if size_only and not meta.get("tolerance") and not _prints_numbers(cell):
-        raise FigureMismatch(f"{where}: figure: size needs numbers printed beside the figure")
+    if size_only and not _prints_numbers(_numbers_cell(item, meta)):
+        raise FigureMismatch(
+            f"{where}: figure: size needs the numbers behind the figure printed in the cell "
+            "or in the cell named by numbers_in"
+        )
     check_cell_figures(
         cell.get("outputs", []), fresh, tol=tol, folder=folder, where=where, block=block,
         size_only=size_only,
     )
     return result
+
+
+def _numbers_cell(item: pytest.Item, meta: dict[str, Any]) -> Any:
+    """The cell printing the numbers behind a ``figure: size`` figure: ``numbers_in`` or itself."""
+    name = meta.get("numbers_in")
+    if name is None:
+        return item.cell  # type: ignore[attr-defined]
+    for cell in item.parent.nb.cells:  # type: ignore[attr-defined]
+        if cell.get("id") == name:
+            return cell
+    raise FigureMismatch(f"numbers_in names no cell {name!r}")
 
 
 def _prints_numbers(cell: Any) -> bool:

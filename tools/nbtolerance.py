@@ -133,7 +133,7 @@ class Rule:
         return f"{self.kind} {self.value:g}"
 
 
-LEDGER_KEYS = {"tolerance", "figure_block", "figure_tolerance", "figure", "why"}
+LEDGER_KEYS = {"tolerance", "figure_block", "figure_tolerance", "figure", "numbers_in", "why"}
 
 
 def ledger_path(notebook: Path) -> Path:
