@@ -49,7 +49,7 @@ _p.project = lambda delta, eps, norm: delta
     # Label smoothing with PyTorch's eps/k off-targets instead of the book's eps/(k - 1).
     "smoothing_eps_over_k": (
         "label_smoothing.ipynb",
-        4,  # the smoothed targets and their loss against PyTorch's
+        2,  # the smoothed loss against a Monte Carlo of label flips
         """
 import torch
 import advbook.label_smoothing as _ls
