@@ -138,3 +138,12 @@ def test_size_only_comparison_checks_count_and_size(tmp_path: Path) -> None:
     with pytest.raises(nbfigures.FigureMismatch, match="1 figure"):
         nbfigures.check_cell_figures(_outputs(a), [], tol=2.0, folder=tmp_path, where="s",
                                      size_only=True)
+
+
+def test_size_only_figures_need_their_numbers_printed() -> None:
+    """A figure's own repr is not data: a ``figure: size`` cell must print numbers beside it."""
+    figure = {"output_type": "display_data",
+              "data": {"image/png": "", "text/plain": "<Figure size 640x360 with 1 Axes>"}}
+    printed = {"output_type": "stream", "name": "stdout", "text": "median L2 1.619\n"}
+    assert not nbfigures._prints_numbers({"outputs": [figure]})
+    assert nbfigures._prints_numbers({"outputs": [figure, printed]})

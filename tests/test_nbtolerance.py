@@ -198,7 +198,7 @@ def test_every_ledger_entry_names_a_cell_and_parses(notebook: Path) -> None:
         for spec in entry.get("tolerance", []):
             nt.Rule.from_dict(spec)
         # every pattern must match something in the stored outputs, or it declares nothing
-        text = "".join(v for o in cells[cell_id].get("outputs", []) for _, v in nt._text_fields(o))
+        text = "".join(v for o in cells[cell_id].get("outputs", []) for _, v in nt.text_fields(o))
         for spec in entry.get("tolerance", []):
             if "pattern" in spec:
                 assert re.search(spec["pattern"], text), (cell_id, spec["pattern"])
@@ -207,4 +207,4 @@ def test_every_ledger_entry_names_a_cell_and_parses(notebook: Path) -> None:
             source = cells.get(entry["numbers_in"])
             assert source is not None, f"{cell_id}: numbers_in names no cell"
             assert any(re.search(r"\d", v) for o in source.get("outputs", [])
-                       for _, v in nt._text_fields(o)), f"{cell_id}: its numbers_in prints none"
+                       for _, v in nt.text_fields(o)), f"{cell_id}: its numbers_in prints none"

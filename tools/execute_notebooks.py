@@ -4,7 +4,7 @@ Usage: ``python -m tools.execute_notebooks [--out DIR] [book/chapter.ipynb ...]`
 notebook in ``book/``). Progress bars are switched off (``ADVBOOK_PROGRESS=0``) so that the stored
 outputs hold no timing noise; nbval later compares a fresh run against exactly these outputs.
 Without ``--out`` each notebook is saved in place; with it, the executed copy is written to
-``DIR/<name>.ipynb`` and the stored notebook is left alone (``python -m tools.nbdiff`` then
+``DIR/<name>.ipynb`` and the stored notebook is left alone (``python -m tools.nbtolerance`` then
 compares the copy with the stored outputs under the declared tolerances).
 """
 

@@ -35,7 +35,7 @@ the cell's id, with a ``why`` that justifies each band::
       why: PGD and FGSM accuracies of a retrained CNN on 500 test images
       tolerance:
         - {pattern: "\\d+\\.\\d%", binomial: 500, unit: percent}
-      figure_block: 8
+      figure_block: 16
 
 A key may be declared in one place only (the cell's metadata or the ledger), so that a
 maintainer never has to reconcile two values.
@@ -189,7 +189,12 @@ def meta_of_item(item: Any) -> dict[str, Any]:
 
 def rules_of(cell: Any, ledger: dict[str, dict[str, Any]] | None = None) -> list[Rule]:
     """The tolerance rules declared for a cell, in its metadata or its ledger (maybe none)."""
-    spec = advbook_meta(cell, ledger or {}).get("tolerance", [])
+    return rules_from_meta(advbook_meta(cell, ledger or {}))
+
+
+def rules_from_meta(meta: dict[str, Any]) -> list[Rule]:
+    """The rules of a cell's merged ``advbook`` settings (:func:`advbook_meta`)."""
+    spec = meta.get("tolerance", [])
     if isinstance(spec, dict):
         spec = [spec]
     if not isinstance(spec, list):
@@ -280,7 +285,7 @@ def _context(text: str, match: re.Match[str]) -> str:
     return repr(line[:90])
 
 
-def _text_fields(output: Any) -> Iterable[tuple[str | None, str]]:
+def text_fields(output: Any) -> Iterable[tuple[str | None, str]]:
     """(data key or None for a stream's text, value) for each text field of an output."""
     if output.get("output_type") == "stream":
         fields: Iterable[tuple[str | None, Any]] = [(None, output.get("text", ""))]
@@ -326,8 +331,8 @@ def reconcile(
         if not _same_kind(ref, out):
             found.append(Mismatch(f"a {_kind(ref)} output became a {_kind(out)} output"))
             continue
-        new_fields = dict(_text_fields(out))
-        for key, old in _text_fields(ref):
+        new_fields = dict(text_fields(out))
+        for key, old in text_fields(ref):
             if key not in new_fields:
                 continue
             problems = compare_text(clean(old), clean(new_fields[key]), rules)
@@ -353,7 +358,7 @@ def pytest_configure(config: pytest.Config) -> None:
     original = IPyNbCell.compare_outputs
 
     def compare_outputs(self: Any, test: Any, ref: Any, skip_compare: Any = None) -> bool:
-        rules = rules_of({"metadata": {"advbook": meta_of_item(self)}})
+        rules = rules_from_meta(meta_of_item(self))
         found: list[Mismatch] = []
         if rules:
             test, found = reconcile(ref, test, rules, sanitize=self.sanitize)
@@ -377,13 +382,13 @@ def diff_notebooks(stored: Path, run: Path, *, use_rules: bool = True) -> list[s
 
     a, b = nbformat.read(stored, as_version=4), nbformat.read(run, as_version=4)
     ledger = load_ledger(stored)
+    sanitize = _sanitizer(stored.parent / "sanitize.cfg")
     lines = []
     cells = zip(a["cells"], b["cells"], strict=True)
     for index, (ref, out) in enumerate(cells):
         if ref["cell_type"] != "code":
             continue
         rules = rules_of(ref, ledger) if use_rules else []
-        sanitize = _sanitizer(stored.parent / "sanitize.cfg")
         _, found = reconcile(
             coalesce_streams(ref.get("outputs", [])), coalesce_streams(out.get("outputs", [])),
             rules, sanitize,
@@ -394,9 +399,10 @@ def diff_notebooks(stored: Path, run: Path, *, use_rules: bool = True) -> list[s
 
 
 def _sanitizer(cfg: Path) -> Any:
-    pairs = []
-    if cfg.exists():
-        pairs = re.findall(r"^regex: (.*)$\n^replace: (.*)$", cfg.read_text(), flags=re.M)
+    """The substitutions of an nbval sanitize file (``--nbval-sanitize-with``), as a function."""
+    from nbval.plugin import get_sanitize_patterns
+
+    pairs = get_sanitize_patterns(cfg.read_text()) if cfg.exists() else []
 
     def clean(s: str) -> str:
         for regex, replace in pairs:
