@@ -75,6 +75,7 @@ test: install
 
 lint: install
 	$(call timed,ruff,$(BIN)/ruff check .)
+	$(call timed,mypy --strict advbook,$(BIN)/mypy)
 
 unit: install
 	$(call timed,unit tests,$(BIN)/python -m pytest tests -q -p no:cacheprovider -m "not notebooks")

@@ -11,7 +11,7 @@ where n_b is the number of samples in bin b, acc_b their accuracy and conf_b the
 confidence (Naeini et al. 2015; Guo et al. 2017). The maximum calibration error is
 ``MCE = max_b |acc_b − conf_b|`` over non-empty bins.
 
-Derived in the book, section ``sec-calibration`` of chapter *Label noise and label smoothing*.
+Derived in the book, section :ref:`sec-calibration` of chapter *Label noise and label smoothing*.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import pandas as pd
 import torch
+
+from ._core.checks import check_class_labels
 
 __all__ = [
     "BinStats",
@@ -57,8 +59,7 @@ def _check_inputs(
             f"y must be 1-D with one label per row of probs {tuple(probs.shape)}, "
             f"got shape {tuple(y.shape)}"
         )
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
+    check_class_labels(y)
     if probs.shape[0] == 0:
         raise ValueError("probs is empty: calibration needs at least one sample")
     dtype = torch.promote_types(probs.dtype, torch.float32)
@@ -98,12 +99,12 @@ def bin_statistics(
     counts.index_add_(0, idx, torch.ones_like(idx))
     # Accumulate in float64 (not on MPS, which has none): float32 sums over 1e5 samples lose the
     # fourth digit of the bin means.
-    acc = torch.float64 if conf.device.type != "mps" else torch.float32
-    conf_sum = torch.zeros(n_bins, dtype=acc, device=conf.device)
-    conf_sum.index_add_(0, idx, conf.to(acc))
-    acc_sum = torch.zeros(n_bins, dtype=acc, device=conf.device)
-    acc_sum.index_add_(0, idx, correct.to(acc))
-    denom = counts.to(acc)
+    sum_dtype = torch.float64 if conf.device.type != "mps" else torch.float32
+    conf_sum = torch.zeros(n_bins, dtype=sum_dtype, device=conf.device)
+    conf_sum.index_add_(0, idx, conf.to(sum_dtype))
+    acc_sum = torch.zeros(n_bins, dtype=sum_dtype, device=conf.device)
+    acc_sum.index_add_(0, idx, correct.to(sum_dtype))
+    denom = counts.to(sum_dtype)
     nan = torch.full_like(denom, float("nan"))
     empty = counts == 0
     confidence = torch.where(empty, nan, conf_sum / denom.clamp_min(1)).to(conf.dtype)
@@ -124,7 +125,8 @@ def expected_calibration_error(
 
     It is 0 for a perfectly calibrated predictor (up to sampling noise and the within-bin
     averaging) and equals ``|c − accuracy|`` for a predictor whose confidence is always c.
-    Derived in the book, section ``sec-calibration`` of chapter *Label noise and label smoothing*.
+    Derived in the book, section :ref:`sec-calibration` of chapter *Label noise and label
+    smoothing*.
 
     Args:
         probs: class probabilities ``(N, k)`` (or logits with ``from_logits=True``).
@@ -139,7 +141,7 @@ def maximum_calibration_error(
     probs: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15, from_logits: bool = False
 ) -> float:
     """``MCE = max_b |acc_b − conf_b|`` over the non-empty bins. Derived in the book, section
-    ``sec-calibration`` of chapter *Label noise and label smoothing*."""
+    :ref:`sec-calibration` of chapter *Label noise and label smoothing*."""
     stats = bin_statistics(probs, y, n_bins=n_bins, from_logits=from_logits)
     return float((stats.accuracy - stats.confidence).abs().nan_to_num(0.0).max())
 
@@ -153,7 +155,7 @@ def reliability_diagram(
     ``confidence`` (mean top-class probability), ``accuracy`` and ``gap`` (accuracy − confidence;
     NaN for empty bins). ``(df.fraction * df.gap.abs()).sum()`` is the ECE. Plot ``accuracy``
     against ``bin_center`` as bars next to the diagonal. Derived in the book, section
-    ``sec-calibration`` of chapter *Label noise and label smoothing*.
+    :ref:`sec-calibration` of chapter *Label noise and label smoothing*.
     """
     stats = bin_statistics(probs, y, n_bins=n_bins, from_logits=from_logits)
     edges = stats.edges.double().cpu().numpy()

@@ -77,7 +77,9 @@ def _plain(value: object) -> object:
 
 def get_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
     """The states of ``generator`` and of the global RNGs (torch CPU and CUDA, Python, NumPy)."""
-    np_state = np.random.get_state()  # noqa: NPY002 - the legacy global RNG is what we restore
+    np_state = np.random.get_state(legacy=True)  # noqa: NPY002 - the global RNG is what we restore
+    if not isinstance(np_state, tuple):  # a dict only if the global RNG is not MT19937
+        raise TypeError("numpy's global RNG is not an MT19937 RandomState; cannot save its state")
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
@@ -89,7 +91,8 @@ def get_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
             "cached_gaussian": float(np_state[4]),
         },
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    # torch.cuda.is_initialized has no annotations in PyTorch's sources
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         state["cuda"] = torch.cuda.get_rng_state_all()
     if generator is not None:
         state["generator"] = generator.get_state()

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._core.random import generator_from_seed
+
 __all__ = [
     "Dataset",
     "cache_dir",
@@ -204,11 +206,13 @@ def _load_torchvision(name: str, root: str | os.PathLike[str] | None) -> Dataset
     train = cls(str(folder), train=True, download=True)
     test = cls(str(folder), train=False, download=True)
 
-    def arrays(ds: object) -> tuple[np.ndarray, np.ndarray]:
-        data = np.asarray(ds.data)  # type: ignore[attr-defined]
+    def arrays(
+        ds: torchvision.datasets.MNIST | torchvision.datasets.CIFAR10,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        data = np.asarray(ds.data)
         if data.ndim == 4:  # CIFAR: N×H×W×C → N×C×H×W
             data = data.transpose(0, 3, 1, 2)
-        return data, np.asarray(ds.targets, dtype=np.int64)  # type: ignore[attr-defined]
+        return data, np.asarray(ds.targets, dtype=np.int64)
 
     (x_tr, y_tr), (x_te, y_te) = arrays(train), arrays(test)
     x = np.concatenate([x_tr, x_te])
@@ -221,7 +225,8 @@ def _load_torchvision(name: str, root: str | os.PathLike[str] | None) -> Dataset
 
 def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """scikit-learn's 8×8 handwritten digits (1,797 images, values 0–16 rescaled to [0, 1])."""
-    from sklearn.datasets import load_digits as sk_digits
+    # scikit-learn ships no type information (no py.typed, no stubs installed)
+    from sklearn.datasets import load_digits as sk_digits  # type: ignore[import-untyped]
 
     bunch = sk_digits()
     x = np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0)
@@ -252,7 +257,7 @@ def make_regression(
         raise ValueError(f"n and d must be positive, got n={n}, d={d}")
     if noise < 0 or math.isnan(noise):
         raise ValueError(f"noise must be >= 0, got {noise}")
-    g = torch.Generator().manual_seed(seed)
+    g = generator_from_seed(seed)
     x = torch.randn(n, d, generator=g)
     w = torch.randn(d, generator=g) / math.sqrt(d)
     z = x @ w
@@ -267,7 +272,7 @@ def make_two_moons(
     """Two interleaving half-circles in 2-D (labels 0/1, balanced), for toy decision boundaries."""
     if n < 2:
         raise ValueError(f"n must be at least 2, got {n}")
-    g = torch.Generator().manual_seed(seed)
+    g = generator_from_seed(seed)
     n0 = n // 2
     n1 = n - n0
     t0 = torch.rand(n0, generator=g) * math.pi

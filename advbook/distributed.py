@@ -6,8 +6,10 @@ every process finds ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` an
 (``nccl`` when the process owns a GPU, ``gloo`` on the CPU) and :func:`advbook.train.fit` then
 detects the group and
 
-* wraps the model in :class:`~torch.nn.parallel.DistributedDataParallel` (gradients averaged
-  over the ranks after every backward pass),
+* copies rank 0's parameters and buffers to every rank (:func:`broadcast_parameters`) and
+  averages the gradients over the ranks after every backward pass (:func:`average_gradients`),
+  which is what :class:`~torch.nn.parallel.DistributedDataParallel` does, without a wrapper:
+  objectives and recipes always receive the bare model,
 * gives each rank its own shard of every epoch's permutation (:func:`shard_indices`, the tensor
   equivalent of :class:`torch.utils.data.DistributedSampler`),
 * lets only rank 0 print and write files (:func:`is_main_process`).
@@ -30,8 +32,10 @@ from torch import nn
 __all__ = [
     "DistInfo",
     "all_reduce_sum",
+    "average_gradients",
     "barrier",
     "broadcast_buffers",
+    "broadcast_parameters",
     "cleanup",
     "get_rank",
     "get_world_size",
@@ -208,7 +212,10 @@ def wrap(model: nn.Module, device: torch.device | None = None) -> nn.Module:
     """Wrap ``model`` in :class:`DistributedDataParallel` inside a process group.
 
     Returns ``model`` unchanged outside a process group, or when it is already wrapped. The
-    wrapper broadcasts rank 0's parameters and buffers, so every rank starts identical.
+    wrapper broadcasts rank 0's parameters and buffers, so every rank starts identical. For
+    loops of your own: :func:`advbook.train.fit` does not wrap (it synchronises with
+    :func:`broadcast_parameters` and :func:`average_gradients`, so that objectives see the bare
+    model).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -223,8 +230,8 @@ def wrap(model: nn.Module, device: torch.device | None = None) -> nn.Module:
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper (or ``model``).
 
-    Attacks and other side computations (no parameter gradients) run on the unwrapped module,
-    so that only the training forward pass goes through the wrapper's gradient hooks.
+    :func:`advbook.train.fit` unwraps a wrapped model it is given, so objectives, recipes and
+    callbacks never receive a wrapper; use this in loops of your own that wrap.
     """
     while isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
         model = model.module
@@ -251,3 +258,46 @@ def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
     with torch.no_grad():
         for b in unwrap(model).buffers():
             dist.broadcast(b, src=src)
+
+
+def broadcast_parameters(model: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every rank, in place (so all start equal)."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for t in (*model.parameters(), *model.buffers()):
+            dist.broadcast(t, src=src)
+
+
+def average_gradients(model: nn.Module) -> None:
+    """Replace each parameter's ``.grad`` by its mean over the ranks, in place.
+
+    This is the gradient synchronisation of ``DistributedDataParallel`` (each rank's gradient
+    divided by the world size, then summed), done once per step in one flat buffer. Every rank
+    must have gradients for the same parameters; a parameter without a gradient on every rank
+    keeps ``None``. Raises ``RuntimeError`` when the ranks disagree about which parameters
+    have gradients (their models or objectives differ).
+    """
+    if not is_distributed():
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return
+    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.int32,
+                            device=params[0].device)
+    counts = all_reduce_sum(has_grad)
+    world = get_world_size()
+    if bool(((counts != 0) & (counts != world)).any()):
+        raise RuntimeError("average_gradients: the ranks computed gradients for different "
+                           "parameters; every rank must run the same model and objective")
+    groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for p in params:
+        if p.grad is not None:
+            groups.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
+    for grads in groups.values():
+        flat = torch.cat([g.reshape(-1) for g in grads]).div_(world)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()

@@ -24,19 +24,20 @@ and follows one calling convention::
   trainable parameters (:data:`ParamDict`). Random directions and probes are drawn from
   ``generator`` (a seeded ``torch.Generator``; ``None`` uses PyTorch's global generator).
 
-Measures (derived in the book, chapter *Flat minima*, sections ``sec-flat-minima``,
-``sec-sharpness-measures`` and ``sec-loss-landscape``): Hessian-vector products, the top Hessian
-eigenvalue by power iteration, the Hessian trace by Hutchinson's estimator, ε-sharpness (Keskar et
-al. 2017) by projected ascent, the expected loss increase under Gaussian weight noise, and 1-D and
-2-D loss-landscape slices along filter-normalised random directions (Li et al. 2018).
+Measures (derived in the book, chapter *Flat minima*, sections :ref:`sec-flat-minima`,
+:ref:`sec-sharpness-measures` and :ref:`sec-loss-landscape`): Hessian-vector products, the top
+Hessian eigenvalue by power iteration, the Hessian trace by Hutchinson's estimator, ε-sharpness
+(Keskar et al. 2017) by projected ascent, the expected loss increase under Gaussian weight noise,
+and 1-D and 2-D loss-landscape slices along filter-normalised random directions (Li et al. 2018).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Literal, NamedTuple
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from functools import reduce
+from typing import Literal, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -44,13 +45,17 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ._validation import (
+from ._core.checks import (
     check_generator,
     check_module,
     check_nonneg_float,
-    check_nonneg_int,
     check_positive_float,
+    check_positive_int,
 )
+from ._core.devices import model_device
+from ._core.guard import eval_mode
+from ._core.random import draw_like, rademacher_like, randn_like
+from ._core.types import LossFn, ParamDict
 
 __all__ = [
     "HessianEigen",
@@ -70,10 +75,6 @@ __all__ = [
     "loss_landscape_2d",
     "top_hessian_eigenvalue",
 ]
-
-ParamDict = dict[str, torch.Tensor]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 # --------------------------------------------------------------------------- results
 
@@ -136,27 +137,6 @@ class Landscape2D(NamedTuple):
 # --------------------------------------------------------------------------- helpers
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every sub-module in eval mode and restore each one's own flag afterwards."""
-    check_module(model)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 def _trainable(model: nn.Module) -> ParamDict:
     check_module(model)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -165,32 +145,16 @@ def _trainable(model: nn.Module) -> ParamDict:
     return params
 
 
-def _randn_like(t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    device = generator.device if generator is not None else t.device
-    return torch.randn(t.shape, generator=generator, device=device, dtype=t.dtype).to(t.device)
-
-
-def _rand_like(t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    device = generator.device if generator is not None else t.device
-    return torch.rand(t.shape, generator=generator, device=device, dtype=t.dtype).to(t.device)
-
-
-def _rademacher_like(t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    device = generator.device if generator is not None else t.device
-    bits = torch.randint(0, 2, t.shape, generator=generator, device=device)
-    return (bits.to(device=t.device, dtype=t.dtype) * 2) - 1
-
-
 def _dot(a: ParamDict, b: ParamDict) -> torch.Tensor:
-    return sum((a[n] * b[n]).sum() for n in a)  # type: ignore[return-value]
+    return cast(torch.Tensor, sum((a[n] * b[n]).sum() for n in a))  # sum() types as int | T
 
 
 def _norm(a: ParamDict) -> torch.Tensor:
     return torch.sqrt(_dot(a, a))
 
 
-def _axpy(alpha: float | torch.Tensor, x: ParamDict, y: ParamDict) -> ParamDict:
-    """y + alpha·x, out of place."""
+def _add_scaled(alpha: float | torch.Tensor, x: ParamDict, y: ParamDict) -> ParamDict:
+    """``y + alpha·x`` for every parameter name, out of place."""
     return {n: y[n] + alpha * x[n] for n in y}
 
 
@@ -260,10 +224,10 @@ class _DatasetLoss:
         if x.shape[0] == 0:
             raise ValueError("x and y are empty: the dataset loss needs at least one sample")
         if batch_size is not None:
-            check_nonneg_int(batch_size, "batch_size", minimum=1)
+            check_positive_int(batch_size, "batch_size")
         self.model = model
         self.loss_fn = loss_fn
-        self.device = _model_device(model)
+        self.device = model_device(model)
         n = x.shape[0]
         step = n if batch_size is None else batch_size
         self.chunks = [
@@ -284,23 +248,23 @@ class _DatasetLoss:
         """L(params) as a 0-dim tensor on the model's device (no graph)."""
         with torch.no_grad():
             total = sum(w * self._chunk(params, xb, yb) for xb, yb, w in self.chunks)
-        return total  # type: ignore[return-value]
+        return cast(torch.Tensor, total)  # sum() types as int | T
 
     def value_and_grad(self, params: ParamDict) -> tuple[torch.Tensor, ParamDict]:
         """L(params) and ∇L(params); the graph is freed chunk by chunk."""
         names = list(params)
         leaves = [params[n].detach().requires_grad_(True) for n in names]
-        total: torch.Tensor | None = None
+        weighted: list[torch.Tensor] = []
         grads = [torch.zeros_like(p) for p in leaves]
         for xb, yb, w in self.chunks:
             loss = self._chunk(dict(zip(names, leaves, strict=True)), xb, yb)
-            total = w * loss.detach() if total is None else total + w * loss.detach()
+            weighted.append(w * loss.detach())
             if loss.requires_grad:
                 gs = torch.autograd.grad(loss, leaves, allow_unused=True)
                 for acc, g in zip(grads, gs, strict=True):
                     if g is not None:
                         acc.add_(g, alpha=w)
-        assert total is not None  # at least one chunk
+        total: torch.Tensor = reduce(operator.add, weighted)  # chunk by chunk, in order
         return total, dict(zip(names, grads, strict=True))
 
     def hvp(self, v: ParamDict) -> ParamDict:
@@ -339,7 +303,7 @@ def hessian_vector_product(
     """The Hessian-vector product H·v with H = ∇²L(θ), by double back-propagation.
 
     H·v = ∇_θ (∇_θ L(θ) · v), computed per chunk of data and combined with weights n_c/N, without
-    ever forming H. Derived in the book, section ``sec-sharpness-measures`` of chapter
+    ever forming H. Derived in the book, section :ref:`sec-sharpness-measures` of chapter
     *Flat minima*.
 
     Args:
@@ -349,7 +313,8 @@ def hessian_vector_product(
     Returns:
         ``{name: tensor}``, H·v, on the parameters' devices.
     """
-    with _eval_mode(model):
+    check_module(model)
+    with eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         return objective.hvp(_check_direction(v, objective.params, "v"))
 
@@ -373,17 +338,18 @@ def top_hessian_eigenvalue(
     converges to the eigenvalue of largest *magnitude*; at a minimum (H positive semidefinite)
     that is the top eigenvalue, the curvature of the sharpest direction. The eigenvector error
     shrinks like ``|λ₂/λ₁|^t``, the eigenvalue error like ``|λ₂/λ₁|^(2t)``. Derived in the book,
-    section ``sec-sharpness-measures`` of chapter *Flat minima*.
+    section :ref:`sec-sharpness-measures` of chapter *Flat minima*.
 
     Returns:
         :class:`HessianEigen` (eigenvalue, unit eigenvector, iterations used, converged flag).
     """
-    iters = check_nonneg_int(iters, "iters", minimum=1)
+    iters = check_positive_int(iters, "iters")
     tol = check_nonneg_float(tol, "tol")
     generator = check_generator(generator)
-    with _eval_mode(model):
+    check_module(model)
+    with eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
-        v = {n: _randn_like(p, generator) for n, p in objective.params.items()}
+        v = {n: randn_like(p, generator) for n, p in objective.params.items()}
         norm = _norm(v)
         v = {n: t / norm for n, t in v.items()}
         eigenvalue = torch.zeros(())
@@ -423,15 +389,16 @@ def hessian_trace(
     The probes z_i have independent Rademacher (±1) entries, so E[z zᵀ] = I and
     E[zᵀHz] = tr H; the variance of one probe is 2·Σ_{a≠b} H_ab², zero for a diagonal H. The
     standard error reported is the sample standard deviation over √m. Derived in the book,
-    section ``sec-sharpness-measures`` of chapter *Flat minima*.
+    section :ref:`sec-sharpness-measures` of chapter *Flat minima*.
     """
-    n_probes = check_nonneg_int(n_probes, "n_probes", minimum=1)
+    n_probes = check_positive_int(n_probes, "n_probes")
     generator = check_generator(generator)
-    with _eval_mode(model):
+    check_module(model)
+    with eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         samples = []
         for _ in range(n_probes):
-            z = {n: _rademacher_like(p, generator) for n, p in objective.params.items()}
+            z = {n: rademacher_like(p, generator) for n, p in objective.params.items()}
             samples.append(_dot(z, objective.hvp(z)))
     values = torch.stack(samples).double()
     stderr = float(values.std() / math.sqrt(n_probes)) if n_probes > 1 else math.nan
@@ -460,8 +427,8 @@ def epsilon_sharpness(
         φ_ε(θ) = 100 · (max_{δ ∈ C_ε} L(θ + δ) − L(θ)) / (1 + L(θ))
 
     * ``norm="box"`` (Keskar et al.): ``C_ε = {δ : |δ_i| <= b_i}``, ``b_i = ε·(|θ_i| + 1)``,
-      searched in the
-      full parameter space with sign-gradient ascent δ ← clip(δ + α·b ⊙ sign ∇L(θ + δ), −b, b);
+      searched in the full parameter space with sign-gradient ascent
+      δ ← clip(δ + α·b ⊙ sign ∇L(θ + δ), −b, b);
     * ``norm="l2"`` (the neighbourhood of SAM): C_ε = {δ : ‖δ‖₂ <= ε}, with normalised gradient
       ascent δ ← Π(δ + α·ε·∇L/‖∇L‖).
 
@@ -469,60 +436,94 @@ def epsilon_sharpness(
     uniform random point of C_ε (``random_start``, needed at an exact stationary point) or δ = 0.
     The largest loss seen along the ascent is kept, so ``max_loss`` is a lower bound on the true
     maximum (L is not concave; ascent finds a local maximum). Derived in the book, section
-    ``sec-sharpness-measures`` of chapter *Flat minima*.
+    :ref:`sec-sharpness-measures` of chapter *Flat minima*.
     """
     eps = check_positive_float(eps, "eps")
-    steps = check_nonneg_int(steps, "steps", minimum=1)
+    steps = check_positive_int(steps, "steps")
     alpha = 2.0 / steps if step_size is None else check_positive_float(step_size, "step_size")
     if norm not in ("box", "l2"):
         raise ValueError(f"norm must be 'box' or 'l2', got {norm!r}")
     generator = check_generator(generator)
-    with _eval_mode(model):
+    check_module(model)
+    with eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         theta = objective.params
-        if norm == "box":
-            bound = {n: eps * (p.abs() + 1) for n, p in theta.items()}
-
-            def project(d: ParamDict) -> ParamDict:
-                return {
-                    n: torch.maximum(torch.minimum(t, bound[n]), -bound[n]) for n, t in d.items()
-                }
-
-            def ascend(d: ParamDict, g: ParamDict) -> ParamDict:
-                return project({n: d[n] + alpha * bound[n] * g[n].sign() for n in d})
-
-            if random_start:
-                delta = {n: (2 * _rand_like(b, generator) - 1) * b for n, b in bound.items()}
-            else:
-                delta = {n: torch.zeros_like(p) for n, p in theta.items()}
-        else:
-
-            def project(d: ParamDict) -> ParamDict:
-                scale = torch.clamp(eps / _norm(d).clamp_min(1e-30), max=1.0)
-                return {n: t * scale for n, t in d.items()}
-
-            def ascend(d: ParamDict, g: ParamDict) -> ParamDict:
-                step = alpha * eps / _norm(g).clamp_min(1e-30)
-                return project({n: d[n] + step * g[n] for n in d})
-
-            if random_start:
-                direction = {n: _randn_like(p, generator) for n, p in theta.items()}
-                u = _rand_like(torch.zeros((), dtype=next(iter(theta.values())).dtype), generator)
-                radius = eps * u ** (1.0 / sum(p.numel() for p in theta.values()))
-                scale = radius / _norm(direction)
-                delta = {n: t * scale for n, t in direction.items()}
-            else:
-                delta = {n: torch.zeros_like(p) for n, p in theta.items()}
-
-        loss0 = objective.value(theta)
-        best = loss0
-        for _ in range(steps):
-            loss, grad = objective.value_and_grad(_axpy(1.0, delta, theta))
-            best = torch.maximum(best, loss)
-            delta = ascend(delta, grad)
-        best = torch.maximum(best, objective.value(_axpy(1.0, delta, theta)))
-    loss_value, max_loss = float(loss0), float(best)
+        neighbourhood = _box_neighbourhood if norm == "box" else _l2_neighbourhood
+        delta, ascend = neighbourhood(theta, eps, alpha, random_start, generator)
+        loss_value, max_loss = _projected_ascent(objective, theta, delta, ascend, steps)
     return Sharpness(100.0 * (max_loss - loss_value) / (1.0 + loss_value), loss_value, max_loss)
+
+
+#: One ascent step ``δ ← Π(δ + step(∇L(θ + δ)))`` of :func:`epsilon_sharpness`.
+_AscentStep = Callable[[ParamDict, ParamDict], ParamDict]
+
+
+def _box_neighbourhood(
+    theta: ParamDict,
+    eps: float,
+    alpha: float,
+    random_start: bool,
+    generator: torch.Generator | None,
+) -> tuple[ParamDict, _AscentStep]:
+    """Start and sign-gradient step in Keskar et al.'s box ``|δ_i| <= ε·(|θ_i| + 1)``."""
+    bound = {n: eps * (p.abs() + 1) for n, p in theta.items()}
+
+    def project(d: ParamDict) -> ParamDict:
+        return {n: torch.maximum(torch.minimum(t, bound[n]), -bound[n]) for n, t in d.items()}
+
+    def ascend(d: ParamDict, g: ParamDict) -> ParamDict:
+        return project({n: d[n] + alpha * bound[n] * g[n].sign() for n in d})
+
+    if random_start:
+        delta = {n: (2 * draw_like("rand", b, generator) - 1) * b for n, b in bound.items()}
+    else:
+        delta = {n: torch.zeros_like(p) for n, p in theta.items()}
+    return delta, ascend
+
+
+def _l2_neighbourhood(
+    theta: ParamDict,
+    eps: float,
+    alpha: float,
+    random_start: bool,
+    generator: torch.Generator | None,
+) -> tuple[ParamDict, _AscentStep]:
+    """Start and normalised-gradient step in SAM's ball ``‖δ‖₂ <= ε``."""
+
+    def project(d: ParamDict) -> ParamDict:
+        scale = torch.clamp(eps / _norm(d).clamp_min(1e-30), max=1.0)
+        return {n: t * scale for n, t in d.items()}
+
+    def ascend(d: ParamDict, g: ParamDict) -> ParamDict:
+        step = alpha * eps / _norm(g).clamp_min(1e-30)
+        return project({n: d[n] + step * g[n] for n in d})
+
+    if not random_start:
+        return {n: torch.zeros_like(p) for n, p in theta.items()}, ascend
+    # uniform in the ball: a Gaussian direction and a radius ε·U^{1/d}
+    direction = {n: randn_like(p, generator) for n, p in theta.items()}
+    u = draw_like("rand", torch.zeros((), dtype=next(iter(theta.values())).dtype), generator)
+    radius = eps * u ** (1.0 / sum(p.numel() for p in theta.values()))
+    scale = radius / _norm(direction)
+    return {n: t * scale for n, t in direction.items()}, ascend
+
+
+def _projected_ascent(
+    objective: _DatasetLoss,
+    theta: ParamDict,
+    delta: ParamDict,
+    ascend: _AscentStep,
+    steps: int,
+) -> tuple[float, float]:
+    """``(L(θ), the largest L(θ + δ) seen over ``steps`` ascent steps from ``delta``)``."""
+    loss0 = objective.value(theta)
+    best = loss0
+    for _ in range(steps):
+        loss, grad = objective.value_and_grad(_add_scaled(1.0, delta, theta))
+        best = torch.maximum(best, loss)
+        delta = ascend(delta, grad)
+    best = torch.maximum(best, objective.value(_add_scaled(1.0, delta, theta)))
+    return float(loss0), float(best)
 
 
 def expected_loss_increase(
@@ -546,26 +547,27 @@ def expected_loss_increase(
     (η/2)·E‖∇_θ f‖² of the previous chapter; in general it is a local sharpness measure. With
     ``antithetic=True`` each draw ξ is paired with −ξ and the sample is
     ½[L(θ + ξ) + L(θ − ξ)] − L(θ), which has the same expectation but cancels the first-order
-    term. ``n_samples`` counts draws of ξ. Derived in the book, section ``sec-flat-minima`` of
+    term. ``n_samples`` counts draws of ξ. Derived in the book, section :ref:`sec-flat-minima` of
     chapter *Flat minima*.
 
     Any batch-mean metric works as ``loss_fn`` (no gradients are taken), e.g. the accuracy, to get
     the mean accuracy under weight perturbation as ``perturbed_loss``.
     """
     eta = check_nonneg_float(eta, "eta")
-    n_samples = check_nonneg_int(n_samples, "n_samples", minimum=1)
+    n_samples = check_positive_int(n_samples, "n_samples")
     generator = check_generator(generator)
     std = math.sqrt(eta)
-    with _eval_mode(model):
+    check_module(model)
+    with eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         theta = objective.params
         loss0 = objective.value(theta)
         samples = []
         for _ in range(n_samples):
-            xi = {n: std * _randn_like(p, generator) for n, p in theta.items()}
-            value = objective.value(_axpy(1.0, xi, theta))
+            xi = {n: std * randn_like(p, generator) for n, p in theta.items()}
+            value = objective.value(_add_scaled(1.0, xi, theta))
             if antithetic:
-                value = 0.5 * (value + objective.value(_axpy(-1.0, xi, theta)))
+                value = 0.5 * (value + objective.value(_add_scaled(-1.0, xi, theta)))
             samples.append(value)
     perturbed = torch.stack(samples).double()
     increase = perturbed - loss0.double()
@@ -594,7 +596,7 @@ def filter_normalized_direction(
 
     which removes the scale invariance of ReLU networks from landscape plots. One-dimensional
     parameters (biases, BatchNorm) are set to zero (``one_d="zero"``, Li et al.'s default) or to
-    θ itself (``one_d="copy"``). Derived in the book, section ``sec-loss-landscape`` of chapter
+    θ itself (``one_d="copy"``). Derived in the book, section :ref:`sec-loss-landscape` of chapter
     *Flat minima*.
     """
     if one_d not in ("zero", "copy"):
@@ -606,7 +608,7 @@ def filter_normalized_direction(
         if p.ndim <= 1:
             direction[n] = torch.zeros_like(p) if one_d == "zero" else p.clone()
             continue
-        d = _randn_like(p, generator)
+        d = randn_like(p, generator)
         d_norm = d.reshape(p.shape[0], -1).norm(dim=1)
         p_norm = p.reshape(p.shape[0], -1).norm(dim=1)
         scale = p_norm / d_norm.clamp_min(torch.finfo(d.dtype).tiny)
@@ -620,7 +622,7 @@ def direction_between(model_from: nn.Module, model_to: nn.Module) -> ParamDict:
     With :func:`loss_landscape_1d` on ``model_from`` and ``alphas`` from 0 to 1 it traces the
     linear interpolation between the two solutions (Goodfellow et al. 2015); only the trainable
     parameters move, buffers such as BatchNorm statistics stay those of ``model_from``. Derived in
-    the book, section ``sec-loss-landscape`` of chapter *Flat minima*.
+    the book, section :ref:`sec-loss-landscape` of chapter *Flat minima*.
     """
     a, b = _trainable(model_from), _trainable(model_to)
     b = _check_direction(b, a, "model_to's parameters")
@@ -642,20 +644,21 @@ def loss_landscape_1d(
 
     ``direction`` defaults to :func:`filter_normalized_direction` drawn from ``generator``;
     ``alphas`` defaults to 25 points in [−1, 1]. Derived in the book, section
-    ``sec-loss-landscape`` of chapter *Flat minima*.
+    :ref:`sec-loss-landscape` of chapter *Flat minima*.
 
     Returns:
         A DataFrame with columns ``alpha`` and ``loss``.
     """
     alpha_list = _float_list(np.linspace(-1, 1, 25) if alphas is None else alphas, "alphas")
     generator = check_generator(generator)
-    with _eval_mode(model):
+    check_module(model)
+    with eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         theta = objective.params
         if direction is None:
             direction = filter_normalized_direction(model, generator=generator)
         d = _check_direction(direction, theta, "direction")
-        losses = torch.stack([objective.value(_axpy(a, d, theta)) for a in alpha_list])
+        losses = torch.stack([objective.value(_add_scaled(a, d, theta)) for a in alpha_list])
     return pd.DataFrame({"alpha": alpha_list, "loss": losses.double().cpu().numpy()})
 
 
@@ -675,7 +678,7 @@ def loss_landscape_2d(
 
     ``directions`` defaults to two independent :func:`filter_normalized_direction` draws (nearly
     orthogonal in high dimension); ``alphas`` and ``betas`` default to 21 points in [−1, 1].
-    Derived in the book, section ``sec-loss-landscape`` of chapter *Flat minima*.
+    Derived in the book, section :ref:`sec-loss-landscape` of chapter *Flat minima*.
 
     Returns:
         :class:`Landscape2D` with ``loss[i, j]`` at (α_j, β_i).
@@ -684,7 +687,8 @@ def loss_landscape_2d(
     alpha_list = _float_list(grid if alphas is None else alphas, "alphas")
     beta_list = _float_list(grid if betas is None else betas, "betas")
     generator = check_generator(generator)
-    with _eval_mode(model):
+    check_module(model)
+    with eval_mode(model):
         objective = _DatasetLoss(model, loss_fn, x, y, batch_size)
         theta = objective.params
         if directions is None:
@@ -698,7 +702,8 @@ def loss_landscape_2d(
         d2 = _check_direction(directions[1], theta, "directions[1]")
         rows = []
         for b in beta_list:
-            base = _axpy(b, d2, theta)
-            rows.append(torch.stack([objective.value(_axpy(a, d1, base)) for a in alpha_list]))
+            base = _add_scaled(b, d2, theta)
+            row = [objective.value(_add_scaled(a, d1, base)) for a in alpha_list]
+            rows.append(torch.stack(row))
         losses = torch.stack(rows)
     return Landscape2D(np.asarray(alpha_list), np.asarray(beta_list), losses.double().cpu().numpy())

@@ -11,8 +11,8 @@ flipped uniformly to one of the other classes (symmetric label noise). PyTorch's
 distribution over *all* k classes, ``(1 − ε')·onehot + ε'/k``; the two agree when
 ε' = ε·k/(k − 1) (see :func:`torch_label_smoothing`).
 
-Derived in the book, chapter *Label noise and label smoothing*, sections ``sec-label-noise``,
-``sec-label-smoothing`` and ``sec-hard-targets-diverge``.
+Derived in the book, chapter *Label noise and label smoothing*, sections :ref:`sec-label-noise`,
+:ref:`sec-label-smoothing` and :ref:`sec-hard-targets-diverge`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validation import check_choice, check_fraction, check_generator, check_nonneg_int
+from ._core.checks import (
+    check_choice,
+    check_class_labels,
+    check_fraction,
+    check_generator,
+    check_nonneg_int,
+)
 
 __all__ = [
     "from_torch_label_smoothing",
@@ -51,10 +57,8 @@ def _check_k(k: object) -> int:
 
 
 def _check_labels(y: object, k: int, what: str) -> torch.Tensor:
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{what}: y must be a tensor of class indices, got {type(y).__name__}")
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise TypeError(f"{what}: y must hold integer class indices, got dtype {y.dtype}")
+    """``y`` after checking it holds ``N`` integer class indices in ``[0, k)``."""
+    y = check_class_labels(y, what)
     if y.ndim != 1:
         raise ValueError(f"{what}: y must be 1-D (N,), got shape {tuple(y.shape)}")
     if y.numel() and bool(((y < 0) | (y >= k)).any()):
@@ -95,7 +99,7 @@ def smooth_targets(
     """Smoothed target distributions, shape ``(N, k)``: 1 − ε on ``y``, ε/(k − 1) elsewhere.
 
     Each row sums to (1 − ε) + (k − 1)·ε/(k − 1) = 1. With ε = 0 these are one-hot targets; with
-    ε = (k − 1)/k the uniform distribution. Derived in the book, section ``sec-label-smoothing``
+    ε = (k − 1)/k the uniform distribution. Derived in the book, section :ref:`sec-label-smoothing`
     of chapter *Label noise and label smoothing*.
 
     Args:
@@ -124,7 +128,7 @@ def soft_cross_entropy(
     """Cross-entropy against target distributions: ℓ(z, q) = −Σ_j q_j log softmax(z)_j.
 
     Its gradient with respect to the logits is softmax(z) − q. Derived in the book, section
-    ``sec-label-smoothing`` of chapter *Label noise and label smoothing*.
+    :ref:`sec-label-smoothing` of chapter *Label noise and label smoothing*.
 
     Args:
         logits: ``(N, k)``.
@@ -154,7 +158,7 @@ def smoothed_cross_entropy(
     computed without materialising the ``(N, k)`` target matrix. It is the expected hard-label
     cross-entropy when the label is flipped uniformly to another class with probability ε.
     Equal to ``F.cross_entropy(logits, y, label_smoothing=torch_label_smoothing(eps, k))``.
-    Derived in the book, section ``sec-label-smoothing`` of chapter *Label noise and label
+    Derived in the book, section :ref:`sec-label-smoothing` of chapter *Label noise and label
     smoothing*.
     """
     logits = _check_logits(logits, "smoothed_cross_entropy")
@@ -203,7 +207,7 @@ def torch_label_smoothing(eps: float, k: int) -> float:
     1 − ε'(k − 1)/k. Matching the book's ε/(k − 1) on the wrong classes gives ε' = εk/(k − 1),
     and then the true class matches too. PyTorch requires ε' <= 1, i.e. ε <= (k − 1)/k (at
     ε = (k − 1)/k both are the uniform distribution). Derived in the book, section
-    ``sec-label-smoothing`` of chapter *Label noise and label smoothing*.
+    :ref:`sec-label-smoothing` of chapter *Label noise and label smoothing*.
     """
     k = _check_k(k)
     eps = check_fraction(eps, "eps")
@@ -233,7 +237,7 @@ def optimal_logit_gap(eps: float, k: int) -> float:
     softmax(z) = q, i.e. z_y − z_j = log(q_y/q_j) = log((1 − ε)(k − 1)/ε) for every j ≠ y.
     For ε = 0 (hard targets) there is no finite minimiser and the function returns ``inf``: the
     logits grow without bound on separable data. Derived in the book, section
-    ``sec-hard-targets-diverge`` of chapter *Label noise and label smoothing*.
+    :ref:`sec-hard-targets-diverge` of chapter *Label noise and label smoothing*.
     """
     k = _check_k(k)
     eps = check_fraction(eps, "eps")
@@ -253,7 +257,7 @@ def logit_gap(
 
     At the minimiser of the smoothed loss all wrong logits are equal and
     Δ = :func:`optimal_logit_gap`; with hard targets Δ grows without bound during training.
-    Derived in the book, section ``sec-hard-targets-diverge`` of chapter *Label noise and label
+    Derived in the book, section :ref:`sec-hard-targets-diverge` of chapter *Label noise and label
     smoothing*.
     """
     logits = _check_logits(logits, "logit_gap")
@@ -285,7 +289,7 @@ def label_noise_transition_matrix(
         T = (1 − ε)·I + ε/(k − 1)·(11ᵀ − I)
 
     Row i of T is the smoothed target of class i, so E_ỹ[CE(z, ỹ) | y] = ℓ_ε(z, y). Derived in the
-    book, section ``sec-label-noise`` of chapter *Label noise and label smoothing*.
+    book, section :ref:`sec-label-noise` of chapter *Label noise and label smoothing*.
     """
     k = _check_k(k)
     eps = check_fraction(eps, "eps")
@@ -301,7 +305,7 @@ def inject_label_noise(
     class (each wrong class with probability ε/(k − 1)); otherwise it is kept.
 
     A flipped label never equals the original, so ``noisy != y`` is exactly the flip mask and its
-    mean has expectation ε. Derived in the book, section ``sec-label-noise`` of chapter
+    mean has expectation ε. Derived in the book, section :ref:`sec-label-noise` of chapter
     *Label noise and label smoothing*.
 
     Args:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -15,7 +16,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.typing import RcKeyType
 
 __all__ = [
     "DPI",
@@ -30,7 +33,7 @@ DPI = 100
 FIGSIZE = (6.4, 3.6)
 PALETTE = "colorblind"
 
-_RC = {
+_RC: dict[RcKeyType, Any] = {
     "figure.dpi": DPI,
     "savefig.dpi": DPI,
     "figure.figsize": FIGSIZE,
@@ -114,11 +117,19 @@ def image_grid(
     return fig
 
 
+def _figure_of(ax: Axes) -> Figure:
+    """The (root) figure ``ax`` is drawn in."""
+    fig = ax.get_figure(root=True)
+    if fig is None:
+        raise ValueError("the axes passed belong to no figure")
+    return fig
+
+
 def plot_history(
     history: pd.DataFrame,
     *,
     label: str | None = None,
-    axes: Sequence[plt.Axes] | None = None,
+    axes: Sequence[Axes] | None = None,
 ) -> Figure:
     """Learning curves from :func:`advbook.train.fit`: loss (left) and accuracy (right) per epoch.
 
@@ -133,7 +144,7 @@ def plot_history(
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=FIGSIZE)
     else:
-        fig = axes[0].figure
+        fig = _figure_of(axes[0])
     prefix = f"{label}: " if label else ""
     line = axes[0].plot(history["epoch"], history["train_loss"], label=f"{prefix}train")[0]
     colour = line.get_color()

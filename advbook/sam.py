@@ -14,7 +14,7 @@ and one SAM update with base optimizer ``base`` is
 With ``adaptive=True`` it is ASAM (Kwon et al. 2021): ``ε̂ = ρ·T²g/‖Tg‖₂`` with
 ``T = diag(|θ|)``, which makes the neighbourhood scale invariant per weight.
 
-Derived in the book, section ``sec-sam`` of chapter *Flat minima*.
+Derived in the book, section :ref:`sec-sam` of chapter *Flat minima*.
 
 Three ways to use it::
 
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ._validation import check_nonneg_float
+from ._core.checks import check_nonneg_float
 
 __all__ = ["SAM"]
 
@@ -77,7 +77,7 @@ class SAM(torch.optim.Optimizer):
     carries SAM's ``rho`` and ``adaptive`` next to the base optimizer's options. ε̂ is
     computed from the gradient norm over *all* parameters with a gradient:
     ε̂ = ρ·g/(‖g‖₂ + 1e-12), or ρ·T²g/(‖Tg‖₂ + 1e-12) with ``T = |θ|`` for ASAM. Derived in the book,
-    section ``sec-sam`` of chapter *Flat minima*.
+    section :ref:`sec-sam` of chapter *Flat minima*.
 
     Args:
         params: parameters or parameter groups (a group may override ``rho``).
@@ -120,8 +120,11 @@ class SAM(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ the two steps
 
-    def _params_with_grad(self) -> list[tuple[dict[str, Any], torch.Tensor]]:
-        return [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
+    def _current_gradients(self) -> dict[torch.Tensor, torch.Tensor]:
+        """``{param: param.grad}`` over every parameter of every group that has a gradient."""
+        return {
+            p: grad for g in self.param_groups for p in g["params"] if (grad := p.grad) is not None
+        }
 
     @torch.no_grad()
     def _perturbation(self, grads: dict[torch.Tensor, torch.Tensor]) -> None:
@@ -147,7 +150,7 @@ class SAM(torch.optim.Optimizer):
 
     def first_step(self, zero_grad: bool = False) -> None:
         """Move to the perturbed weights θ + ε̂ using the gradients currently in ``.grad``."""
-        self._perturbation({p: p.grad for _, p in self._params_with_grad()})  # type: ignore[misc]
+        self._perturbation(self._current_gradients())
         if zero_grad:
             self.zero_grad(set_to_none=True)
 
@@ -179,6 +182,8 @@ class SAM(torch.optim.Optimizer):
         """Whether the parameters are currently at θ + ε̂ (between the two steps)."""
         return self._perturbed
 
+    # Optimizer.step is typed with overloads (closure=None -> None) that a SAM step, which returns
+    # the closure's loss tensor, cannot match.
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
         """One SAM update.
 

@@ -21,6 +21,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import TqdmExperimentalWarning, TqdmWarning
 
+from . import distributed as dist_mod
+from ._core.checks import check_positive_int
+from ._core.devices import model_device
+from ._core.guard import eval_mode
+from ._core.types import LossFn
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .utils import progress_enabled
 
 with warnings.catch_warnings():
@@ -46,15 +53,9 @@ Objective = Callable[
 EpochCallback = Callable[[nn.Module, int], "Mapping[str, float] | None"]
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
-def _check_xy(x: torch.Tensor, y: torch.Tensor, what: str) -> None:
+def _check_xy(x: object, y: object, what: str) -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(f"{what}: x and y must be tensors, got {type(x).__name__}, "
                         f"{type(y).__name__}")
@@ -77,18 +78,13 @@ def _default_objective(
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in eval mode, batched, without gradients.
 
-    The model's train/eval mode is restored afterwards. The result lies on the model's device.
+    Every sub-module's train/eval flag is restored afterwards (a layer the caller froze in eval
+    mode stays in eval mode). The result lies on the model's device.
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            outs = [model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    device = model_device(model)
+    with eval_mode(model), torch.no_grad():
+        outs = [model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
     return torch.cat(outs)
 
 
@@ -98,7 +94,7 @@ def evaluate(
     y: torch.Tensor,
     *,
     batch_size: int = 1000,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    loss_fn: LossFn = F.cross_entropy,
 ) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` on ``(x, y)``: ``{"loss": ..., "accuracy": ...}``."""
     _check_xy(x, y, "evaluate")
@@ -109,6 +105,202 @@ def evaluate(
     return {"loss": float(loss), "accuracy": float(acc)}
 
 
+# ------------------------------------------------------------------------------ fit, in steps
+@dataclass(frozen=True)
+class _Ranks:
+    """Who trains: ``world`` processes data-parallel (``enabled``), this one being ``rank``."""
+
+    enabled: bool
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class _Run:
+    """Everything one epoch of :func:`fit` needs, built once by :func:`_prepare`."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int
+    optimizer: torch.optim.Optimizer
+    objective: Objective
+    batch_hook: BatchHook | None
+    generator: torch.Generator
+    device: torch.device
+    ranks: _Ranks
+    components: dict[str, object] = field(default_factory=dict)
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class _EpochSums:
+    """Sums over one epoch's batches on this rank: loss·size, correct predictions, sizes."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+    counted: int = 0
+
+
+def _check_fit_args(
+    x: torch.Tensor, y: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor] | None,
+    epochs: int, batch_size: int, checkpoint: object, resume: object,
+) -> None:
+    _check_xy(x, y, "fit")
+    if val is not None:
+        _check_xy(val[0], val[1], "fit(val=...)")
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
+        raise TypeError(f"checkpoint must be a path (str or os.PathLike), got "
+                        f"{type(checkpoint).__name__}")
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be a bool, got {type(resume).__name__}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<path> to resume from")
+
+
+def _ranks(distributed: object) -> _Ranks:
+    """Whether to train data-parallel: ``distributed`` if given, else whether a group exists."""
+    if distributed is not None and not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be a bool or None, got {type(distributed).__name__}")
+    if distributed and not dist_mod.is_distributed():
+        raise ValueError(
+            "distributed=True needs an initialised process group with more than one rank; "
+            "launch with 'torchrun --nproc_per_node=N' and call advbook.distributed."
+            "init_from_env() first"
+        )
+    if not (dist_mod.is_distributed() if distributed is None else distributed):
+        return _Ranks(enabled=False)
+    return _Ranks(enabled=True, rank=dist_mod.get_rank(), world=dist_mod.get_world_size())
+
+
+def _resume(run: _Run, checkpoint: str | os.PathLike[str], epochs: int,
+            scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> Checkpoint:
+    """Restore the state saved in ``checkpoint``; warn when the setup differs from the saved."""
+    ck = load_checkpoint(checkpoint, model=run.model, optimizer=run.optimizer,
+                         scheduler=scheduler, generator=run.generator,
+                         components=run.components)
+    if ck.epoch > epochs:
+        raise ValueError(f"the checkpoint {checkpoint} was written after epoch {ck.epoch}, "
+                         f"beyond epochs={epochs}; pass epochs >= {ck.epoch}")
+    changed = {k: (ck.meta.get(k), v) for k, v in run.meta.items() if ck.meta.get(k) != v}
+    if changed:
+        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        warnings.warn(f"resuming from {checkpoint} with a different setup ({what}); the "
+                      "run will not repeat an uninterrupted one", RuntimeWarning, stacklevel=3)
+    return ck
+
+
+def _train_step(run: _Run, xb: torch.Tensor, yb: torch.Tensor, sums: _EpochSums) -> None:
+    """One optimizer step on a batch; adds the batch's loss and accuracy to ``sums``."""
+    if run.batch_hook is not None:
+        xb, yb = run.batch_hook(run.model, xb, yb)
+        run.model.train()
+    out = run.objective(run.model, xb, yb)
+    loss, logits = out if isinstance(out, tuple) else (out, None)
+    run.optimizer.zero_grad(set_to_none=True)
+    torch.autograd.backward(loss)
+    if run.ranks.enabled:
+        dist_mod.average_gradients(run.model)
+    run.optimizer.step()
+    sums.loss += loss.detach() * len(xb)
+    sums.seen += len(xb)
+    if logits is not None and logits.ndim == 2 and yb.ndim == 1:
+        sums.correct += (logits.detach().argmax(1) == yb).sum()
+        sums.counted += len(xb)
+
+
+def _train_epoch(run: _Run) -> _EpochSums:
+    """One pass over this rank's share of a fresh permutation, in mini-batches."""
+    run.model.train()
+    perm = torch.randperm(run.x.shape[0], generator=run.generator)
+    if run.ranks.enabled:
+        perm = dist_mod.shard_indices(perm, run.ranks.rank, run.ranks.world)
+    sums = _EpochSums(loss=torch.zeros((), device=run.device),
+                      correct=torch.zeros((), device=run.device))
+    for i in range(0, perm.shape[0], run.batch_size):
+        idx = perm[i : i + run.batch_size]
+        xb = run.x[idx.to(run.x.device)].to(run.device, non_blocking=True)
+        yb = run.y[idx.to(run.y.device)].to(run.device, non_blocking=True)
+        _train_step(run, xb, yb, sums)
+    return sums
+
+
+def _train_metrics(run: _Run, sums: _EpochSums) -> tuple[float, float]:
+    """``(train_loss, train_acc)`` of an epoch, averaged over every rank's samples."""
+    if not run.ranks.enabled:
+        loss = float(sums.loss) / run.x.shape[0]
+        return loss, float(sums.correct) / sums.counted if sums.counted else float("nan")
+    dist_mod.broadcast_buffers(run.model)
+    device = run.device
+    loss_sum, correct, seen, counted = dist_mod.all_reduce_sum(torch.stack([
+        sums.loss.double(), sums.correct.double(),
+        torch.tensor(float(sums.seen), dtype=torch.float64, device=device),
+        torch.tensor(float(sums.counted), dtype=torch.float64, device=device),
+    ])).tolist()
+    return loss_sum / seen, correct / counted if counted else float("nan")
+
+
+def _epoch_row(run: _Run, epoch: int, seconds_since: float,
+               val: tuple[torch.Tensor, torch.Tensor] | None,
+               epoch_callbacks: Sequence[EpochCallback], sums: _EpochSums) -> dict[str, float]:
+    """The history row of ``epoch``: training metrics, validation, time, callback columns."""
+    train_loss, train_acc = _train_metrics(run, sums)
+    row: dict[str, float] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
+    if val is not None:
+        metrics = evaluate(run.model, val[0], val[1])
+        row["val_loss"], row["val_acc"] = metrics["loss"], metrics["accuracy"]
+    row["seconds"] = time.perf_counter() - seconds_since
+    for callback in epoch_callbacks:
+        extra = callback(run.model, epoch)
+        if extra:
+            row.update(extra)
+    return row
+
+
+def _save(run: _Run, checkpoint: str | os.PathLike[str], epoch: int, rows: list[dict[str, float]],
+          scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> None:
+    """Rank 0 writes the checkpoint of ``epoch``; the other ranks wait for it."""
+    if run.ranks.is_main:
+        save_checkpoint(checkpoint, model=run.model, epoch=epoch, optimizer=run.optimizer,
+                        scheduler=scheduler, generator=run.generator, history=rows,
+                        components=run.components, meta=run.meta)
+    if run.ranks.enabled:
+        dist_mod.barrier()
+
+
+def _prepare(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+    optimizer: torch.optim.Optimizer | None, lr: float, weight_decay: float,
+    objective: Objective | None, batch_hook: BatchHook | None,
+    epoch_callbacks: Sequence[EpochCallback], seed: int, ranks: _Ranks,
+) -> _Run:
+    """The run's state: the bare model, optimizer, objective, batch-order generator, device."""
+    if ranks.enabled:
+        model = dist_mod.unwrap(model)
+        dist_mod.broadcast_parameters(model)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    components: dict[str, object] = {"objective": objective, "batch_hook": batch_hook}
+    components |= {f"epoch_callbacks[{i}]": cb for i, cb in enumerate(epoch_callbacks)}
+    return _Run(
+        model=model, x=x, y=y, batch_size=batch_size, optimizer=optimizer,
+        objective=objective or _default_objective, batch_hook=batch_hook,
+        generator=torch.Generator().manual_seed(seed), device=model_device(model), ranks=ranks,
+        components=components,
+        meta={"n": x.shape[0], "batch_size": batch_size, "seed": seed, "world_size": ranks.world},
+    )
+
+
+# long: the signature and docstring document 18 public parameters; the body is 20 lines
 def fit(
     model: nn.Module,
     x: torch.Tensor,
@@ -160,9 +352,12 @@ def fit(
         distributed: train data-parallel over the ranks of the initialised process group
             (see :mod:`advbook.distributed`; launch with ``torchrun``). ``None`` (default):
             whenever a process group with more than one rank exists. Each rank then trains on
-            its shard of every epoch's permutation (``batch_size`` is per rank), the objective
-            receives the ``DistributedDataParallel`` wrapper while batch hooks and callbacks
-            receive the bare model, ``train_loss``/``train_acc`` are averaged over all ranks,
+            its shard of every epoch's permutation (``batch_size`` is per rank), rank 0's
+            parameters and buffers are copied to every rank before the first step, gradients
+            are averaged over the ranks after every backward pass (what
+            ``DistributedDataParallel`` does; objectives, batch hooks and callbacks all receive
+            the bare model and never see a wrapper), ``train_loss``/``train_acc`` are averaged
+            over all ranks,
             buffers (BatchNorm statistics) are synchronised from rank 0 after every epoch, and
             only rank 0 shows progress and writes the checkpoint.
 
@@ -170,124 +365,27 @@ def fit(
         A DataFrame with columns ``epoch, train_loss, train_acc, [val_loss, val_acc], seconds``
         and whatever the callbacks return.
     """
-    from . import distributed as dist_mod
-    from .checkpoint import load_checkpoint, save_checkpoint
-
-    _check_xy(x, y, "fit")
-    if val is not None:
-        _check_xy(val[0], val[1], "fit(val=...)")
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
-        raise TypeError(f"checkpoint must be a path (str or os.PathLike), got "
-                        f"{type(checkpoint).__name__}")
-    if not isinstance(resume, bool):
-        raise TypeError(f"resume must be a bool, got {type(resume).__name__}")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=<path> to resume from")
-    if distributed is not None and not isinstance(distributed, bool):
-        raise TypeError(f"distributed must be a bool or None, got {type(distributed).__name__}")
-    if distributed and not dist_mod.is_distributed():
-        raise ValueError(
-            "distributed=True needs an initialised process group with more than one rank; "
-            "launch with 'torchrun --nproc_per_node=N' and call advbook.distributed."
-            "init_from_env() first"
-        )
-    use_ddp = dist_mod.is_distributed() if distributed is None else distributed
-    rank, world = (dist_mod.get_rank(), dist_mod.get_world_size()) if use_ddp else (0, 1)
-    base = dist_mod.unwrap(model) if use_ddp else model
-    device = _model_device(model)
-    if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    objective = objective or _default_objective
-    generator = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
-    rows: list[dict[str, float]] = []
-    components = {"objective": objective, "batch_hook": batch_hook}
-    components |= {f"epoch_callbacks[{i}]": cb for i, cb in enumerate(epoch_callbacks)}
-    meta = {"n": n, "batch_size": batch_size, "seed": seed, "world_size": world}
-    first = 1
+    _check_fit_args(x, y, val, epochs, batch_size, checkpoint, resume)
+    ranks = _ranks(distributed)
+    run = _prepare(model, x, y, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                   weight_decay=weight_decay, objective=objective, batch_hook=batch_hook,
+                   epoch_callbacks=epoch_callbacks, seed=seed, ranks=ranks)
+    first, rows = 1, []
     if resume and checkpoint is not None and Path(checkpoint).is_file():
-        ck = load_checkpoint(checkpoint, model=base, optimizer=optimizer, scheduler=scheduler,
-                             generator=generator, components=components)
-        if ck.epoch > epochs:
-            raise ValueError(f"the checkpoint {checkpoint} was written after epoch {ck.epoch}, "
-                             f"beyond epochs={epochs}; pass epochs >= {ck.epoch}")
-        changed = {k: (ck.meta.get(k), v) for k, v in meta.items() if ck.meta.get(k) != v}
-        if changed:
-            what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            warnings.warn(f"resuming from {checkpoint} with a different setup ({what}); the "
-                          "run will not repeat an uninterrupted one", RuntimeWarning, stacklevel=2)
-        first = ck.epoch + 1
-        rows = ck.history
-    net = dist_mod.wrap(base, device) if use_ddp else model
-    main = dist_mod.is_main_process()  # rank 0 (also when not training data-parallel)
-    show = progress_enabled(progress) and main
-    bar = tqdm(range(first, epochs + 1), desc="epochs", disable=not show, leave=False,
-               initial=first - 1, total=epochs)
+        saved = _resume(run, checkpoint, epochs, scheduler)
+        first, rows = saved.epoch + 1, saved.history
+    bar = tqdm(range(first, epochs + 1), desc="epochs", leave=False, initial=first - 1,
+               total=epochs, disable=not (progress_enabled(progress) and ranks.is_main))
     for epoch in bar:
-        net.train()
         start = time.perf_counter()
-        perm = torch.randperm(n, generator=generator)
-        if use_ddp:
-            perm = dist_mod.shard_indices(perm, rank, world)
-        m = perm.shape[0]
-        total_loss = torch.zeros((), device=device)
-        total_correct = torch.zeros((), device=device)
-        counted = 0
-        for i in range(0, m, batch_size):
-            idx = perm[i : i + batch_size]
-            xb = x[idx.to(x.device)].to(device, non_blocking=True)
-            yb = y[idx.to(y.device)].to(device, non_blocking=True)
-            if batch_hook is not None:
-                xb, yb = batch_hook(base, xb, yb)
-                net.train()
-            out = objective(net, xb, yb)
-            loss, logits = out if isinstance(out, tuple) else (out, None)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.detach() * len(xb)
-            if logits is not None and logits.ndim == 2 and yb.ndim == 1:
-                total_correct += (logits.detach().argmax(1) == yb).sum()
-                counted += len(xb)
+        sums = _train_epoch(run)
         if scheduler is not None:
             scheduler.step()
-        if use_ddp:
-            dist_mod.broadcast_buffers(base)
-            sums = dist_mod.all_reduce_sum(torch.stack([
-                total_loss.double(), total_correct.double(),
-                torch.tensor(float(m), dtype=torch.float64, device=device),
-                torch.tensor(float(counted), dtype=torch.float64, device=device),
-            ])).tolist()
-            loss_sum, correct, seen, counted_all = sums
-            train_loss = loss_sum / seen
-            train_acc = correct / counted_all if counted_all else float("nan")
-        else:
-            train_loss = float(total_loss) / n
-            train_acc = float(total_correct) / counted if counted else float("nan")
-        row: dict[str, float] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
-        if val is not None:
-            metrics = evaluate(base, val[0], val[1])
-            row["val_loss"], row["val_acc"] = metrics["loss"], metrics["accuracy"]
-        row["seconds"] = time.perf_counter() - start
-        for callback in epoch_callbacks:
-            extra = callback(base, epoch)
-            if extra:
-                row.update(extra)
-        rows.append(row)
+        rows.append(_epoch_row(run, epoch, start, val, epoch_callbacks, sums))
         if checkpoint is not None:
-            if main:
-                save_checkpoint(checkpoint, model=base, epoch=epoch, optimizer=optimizer,
-                                scheduler=scheduler, generator=generator, history=rows,
-                                components=components, meta=meta)
-            if use_ddp:
-                dist_mod.barrier()
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}")
-    del net
-    model.train()
+            _save(run, checkpoint, epoch, rows, scheduler)
+        bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}")
+    run.model.train()
     return pd.DataFrame(rows, columns=_columns(rows, val is not None))
 
 

@@ -15,8 +15,8 @@ accuracy, the robust accuracy under FGSM and under PGD (``--eval-steps`` steps,
 every epoch and ``--resume`` continues from it; ``--eps-warmup K`` grows the training ε linearly
 over the first K epochs (:class:`~advbook.defenses.EpsilonRamp`). Under ``torchrun`` the ranks train
 data-parallel (:mod:`advbook.distributed`) and rank 0 alone evaluates, prints and writes files.
-The recipes are derived in the book, chapter *Adversarial training* (sections ``sec-fgsm-at``,
-``sec-pgd-at``, ``sec-trades``).
+The recipes are derived in the book, chapter *Adversarial training* (sections :ref:`sec-fgsm-at`,
+:ref:`sec-pgd-at`, :ref:`sec-trades`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ from torch import nn
 
 from . import __version__
 from . import distributed as dist_mod
-from .attacks import fgsm, pgd, robust_accuracy
+from ._core.random import generator_from_seed
+from .attacks import RobustAccuracyResult, fgsm, pgd, robust_accuracy
 from .data import load_mnist
 from .defenses import (
     CatastrophicOverfittingDetector,
@@ -181,7 +183,7 @@ def _subset(n: int, k: int | None, seed: int, what: str) -> torch.Tensor:
         return torch.arange(n)
     if k > n:
         raise SystemExit(f"error: --{what} {k} is larger than the {n} available images")
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
+    return torch.randperm(n, generator=generator_from_seed(seed))[:k].sort().values
 
 
 def _optimizer_steps(optimizer: torch.optim.Optimizer) -> int:
@@ -224,7 +226,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         dist_mod.cleanup(info)
 
 
-def _run(args: argparse.Namespace, info: dist_mod.DistInfo) -> dict[str, Any] | None:
+@dataclass
+class _Setup:
+    """What one command-line run trains and evaluates, in the order the RNG is used."""
+
+    device: torch.device
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    model: nn.Module
+    objective: Any
+    callbacks: list[Any]
+    detector: CatastrophicOverfittingDetector | None
+
+
+def _setup(args: argparse.Namespace, info: dist_mod.DistInfo) -> _Setup:
+    """Seed, load the data subsets, build the model, the objective and the callbacks."""
     try:
         device = info.device if info.world_size > 1 else get_device(args.device)
     except RuntimeError as exc:
@@ -233,13 +251,11 @@ def _run(args: argparse.Namespace, info: dist_mod.DistInfo) -> dict[str, Any] | 
     ds = load_mnist()
     tr = _subset(ds.x_train.shape[0], args.subset, args.seed, "subset")
     te = _subset(ds.x_test.shape[0], args.eval_subset, args.seed + 1, "eval-subset")
-    x_train, y_train = ds.x_train[tr], ds.y_train[tr]
     x_test, y_test = ds.x_test[te].to(device), ds.y_test[te].to(device)
     model = build_model(args.model).to(device)
     objective = build_objective(
         args.method, args.eps, steps=args.steps, alpha=args.alpha, beta=args.beta, mix=args.mix,
-        random_start=not args.no_random_start,
-        generator=torch.Generator().manual_seed(args.seed + 2),
+        random_start=not args.no_random_start, generator=generator_from_seed(args.seed + 2),
     )
     callbacks: list[Any] = []
     if objective is not None and args.eps_warmup > 1:
@@ -250,59 +266,75 @@ def _run(args: argparse.Namespace, info: dist_mod.DistInfo) -> dict[str, Any] | 
         detector = CatastrophicOverfittingDetector(x_test[:k], y_test[:k], args.eps,
                                                    seed=args.seed + 3)
         callbacks.append(detector)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    start = time.perf_counter()
-    history = fit(
-        model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=optimizer, objective=objective, epoch_callbacks=callbacks, seed=args.seed,
-        progress=args.progress, checkpoint=args.checkpoint, resume=args.resume,
-    )
-    train_seconds = time.perf_counter() - start
-    steps = _optimizer_steps(optimizer)
-    if not info.is_main:
-        return None
-    start = time.perf_counter()
+    return _Setup(device, ds.x_train[tr], ds.y_train[tr], x_test, y_test, model, objective,
+                  callbacks, detector)
+
+
+def _evaluate(args: argparse.Namespace, run: _Setup) -> RobustAccuracyResult:
+    """Clean accuracy and robust accuracy under FGSM and PGD at the training radius."""
     pgd_name = f"PGD-{args.eval_steps}" + (f"x{args.eval_restarts}" if args.eval_restarts > 1
                                            else "")
     attacks = {
         "FGSM": partial(fgsm, eps=args.eps),
         pgd_name: partial(pgd, eps=args.eps, steps=args.eval_steps,
                           restarts=args.eval_restarts,
-                          generator=torch.Generator().manual_seed(args.seed + 4)),
+                          generator=generator_from_seed(args.seed + 4)),
     }
-    result = robust_accuracy(model, x_test, y_test, attacks)
-    eval_seconds = time.perf_counter() - start
-    records = history.to_dict(orient="records")
-    results: dict[str, Any] = {
-        "method": args.method,
-        "objective": repr(objective) if objective is not None else "cross-entropy",
-        "eps": args.eps,
-        "model": args.model,
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "n_train": int(x_train.shape[0]),
-        "n_eval": int(x_test.shape[0]),
-        "batch_size_per_rank": args.batch_size,
-        "world_size": info.world_size,
-        "device": str(device),
-        "clean_accuracy": result.clean_accuracy,
-        "robust_accuracy": dict(result.accuracy),
-        "worst_case_accuracy": result.worst_case,
-        "optimizer_steps": steps,
-        "seconds_per_epoch": float(history["seconds"].mean()) if len(history) else None,
-        "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-        "history": records,
-        "co_detected_epoch": detector.detected_epoch if detector is not None else None,
-        "args": vars(args),
-        "versions": {"advbook": __version__, "torch": torch.__version__,
-                     "python": sys.version.split()[0]},
-    }
+    return robust_accuracy(run.model, run.x_test, run.y_test, attacks)
+
+
+def _run(args: argparse.Namespace, info: dist_mod.DistInfo) -> dict[str, Any] | None:
+    """Train as the arguments say, evaluate on rank 0, write and print the results there."""
+    run = _setup(args, info)
+    optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr)
+    start = time.perf_counter()
+    history = fit(
+        run.model, run.x_train, run.y_train, epochs=args.epochs, batch_size=args.batch_size,
+        optimizer=optimizer, objective=run.objective, epoch_callbacks=run.callbacks,
+        seed=args.seed, progress=args.progress, checkpoint=args.checkpoint, resume=args.resume,
+    )
+    train_seconds = time.perf_counter() - start
+    steps = _optimizer_steps(optimizer)
+    if not info.is_main:
+        return None
+    start = time.perf_counter()
+    result = _evaluate(args, run)
+    timing = {"optimizer_steps": steps,
+              "seconds_per_epoch": float(history["seconds"].mean()) if len(history) else None,
+              "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start}
+    results = _results(args, info, run, result, history, timing)
     _write_json(args.out, results)
     rob = ", ".join(f"{k} {v:.1%}" for k, v in result.accuracy.items())
     print(f"{args.method} eps={args.eps:g}: clean {result.clean_accuracy:.1%}, {rob}, "
           f"worst case {result.worst_case:.1%} -> {args.out}")
     return results
+
+
+def _results(args: argparse.Namespace, info: dist_mod.DistInfo, run: _Setup,
+             result: RobustAccuracyResult, history: Any, timing: dict[str, Any]) -> dict[str, Any]:
+    """The JSON record of a run: setup, accuracies, timings, history, versions."""
+    return {
+        "method": args.method,
+        "objective": repr(run.objective) if run.objective is not None else "cross-entropy",
+        "eps": args.eps,
+        "model": args.model,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "n_train": int(run.x_train.shape[0]),
+        "n_eval": int(run.x_test.shape[0]),
+        "batch_size_per_rank": args.batch_size,
+        "world_size": info.world_size,
+        "device": str(run.device),
+        "clean_accuracy": result.clean_accuracy,
+        "robust_accuracy": dict(result.accuracy),
+        "worst_case_accuracy": result.worst_case,
+        **timing,
+        "history": history.to_dict(orient="records"),
+        "co_detected_epoch": run.detector.detected_epoch if run.detector is not None else None,
+        "args": vars(args),
+        "versions": {"advbook": __version__, "torch": torch.__version__,
+                     "python": sys.version.split()[0]},
+    }
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from ._core.random import generator_from_seed
+
 __all__ = ["get_device", "progress_enabled", "seed_everything"]
 
 
@@ -28,7 +30,7 @@ def seed_everything(seed: int = 0, *, deterministic: bool = True) -> torch.Gener
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    return torch.Generator().manual_seed(seed)
+    return generator_from_seed(seed)
 
 
 def get_device(prefer: str | torch.device | None = None) -> torch.device:

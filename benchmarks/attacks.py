@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advbook._core.balls import batch_norms
 from advbook.attacks import carlini_wagner, deepfool, fgsm, pgd
-from advbook.attacks._utils import batch_norms
 from advbook.data import load_mnist
 from advbook.models import SmallCNN, small_resnet
 from advbook.train import fit

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advbook.augment import AdversarialAugment, GaussianNoise, RandomAffine, as_batch_hook
+from advbook.augment import AdversarialAugment, RandomAffine, RandomGaussianNoise, as_batch_hook
 from advbook.train import fit
 
 EPS = 0.1
@@ -170,7 +170,7 @@ def test_bad_inputs(data) -> None:
 def test_hook_augments_in_train_mode_only(data) -> None:
     x, y = data
     model = make_model()
-    hook = as_batch_hook(GaussianNoise((0.1, 0.2)), AdversarialAugment(fgsm, 0.5))
+    hook = as_batch_hook(RandomGaussianNoise((0.1, 0.2)), AdversarialAugment(fgsm, 0.5))
     model.eval()
     x_out, y_out = hook(model, x, y)
     assert x_out is x and y_out is y

@@ -45,7 +45,7 @@ WORKER = textwrap.dedent(
     g = torch.Generator().manual_seed(0)
     x = torch.rand(51, 6, generator=g)
     y = torch.randint(0, 3, (51,), generator=g)
-    torch.manual_seed(rank)  # different initial weights: DDP must broadcast rank 0's
+    torch.manual_seed(rank)  # different initial weights: fit must broadcast rank 0's
     net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     opt.register_step_post_hook(count)
@@ -55,7 +55,44 @@ WORKER = textwrap.dedent(
                 "train_loss": hist["train_loss"].tolist(), "world": info.world_size,
                 "backend": info.backend}, f"{out}/a{rank}.pt")
 
-    # B: TRADES (two forward passes through DDP per step) on a BatchNorm model
+    # D: what objectives, batch hooks and callbacks receive: always the bare model
+    seen = set()
+
+    def spy_objective(model, xb, yb):
+        seen.add(("objective", type(model).__name__))
+        logits = model(xb)
+        return torch.nn.functional.cross_entropy(logits, yb), logits
+
+    def spy_hook(model, xb, yb):
+        seen.add(("batch_hook", type(model).__name__))
+        return xb, yb
+
+    def spy_callback(model, epoch):
+        seen.add(("callback", type(model).__name__))
+
+    torch.manual_seed(0)
+    spy_net = nn.Sequential(nn.Linear(6, 3))
+    train.fit(spy_net, x, y, epochs=1, batch_size=8, objective=spy_objective,
+              batch_hook=spy_hook, epoch_callbacks=[spy_callback], progress=False)
+    with open(f"{out}/d{rank}.json", "w") as fh:
+        json.dump(sorted(seen), fh)
+
+    # E: average_gradients is the mean over the ranks; disagreeing ranks are refused
+    lin = nn.Linear(2, 1)
+    lin.weight.grad = torch.full_like(lin.weight, float(rank + 1))
+    lin.bias.grad = torch.full_like(lin.bias, 10.0 * (rank + 1))
+    distributed.average_gradients(lin)
+    lin2 = nn.Linear(2, 1)
+    lin2.weight.grad = torch.ones_like(lin2.weight) if rank == 0 else None
+    try:
+        distributed.average_gradients(lin2)
+        refused = False
+    except RuntimeError:
+        refused = True
+    torch.save({"weight": lin.weight.grad, "bias": lin.bias.grad, "refused": refused},
+               f"{out}/e{rank}.pt")
+
+    # B: TRADES (two forward passes per step) on a BatchNorm model
     torch.manual_seed(10 + rank)
     net = nn.Sequential(nn.BatchNorm1d(6), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     obj = defenses.trades_objective(0.05, 1.0, steps=2,
@@ -166,6 +203,21 @@ def test_two_ranks_with_batchnorm_and_two_forward_passes_stay_identical(
     assert int(b0["0.num_batches_tracked"]) > 0
     for k, v in b0.items():  # parameters and the synchronised running statistics
         assert torch.equal(v, b1[k]), k
+
+
+def test_objectives_hooks_and_callbacks_never_see_a_wrapper(two_ranks: dict[str, Any]) -> None:
+    for rank in (0, 1):
+        seen = json.loads((two_ranks["out"] / f"d{rank}.json").read_text())
+        assert seen == [["batch_hook", "Sequential"], ["callback", "Sequential"],
+                        ["objective", "Sequential"]]
+
+
+def test_average_gradients_is_the_mean_over_ranks(two_ranks: dict[str, Any]) -> None:
+    for rank in (0, 1):
+        e = torch.load(two_ranks["out"] / f"e{rank}.pt", weights_only=True)
+        assert torch.equal(e["weight"], torch.full((1, 2), 1.5))  # (1 + 2) / 2
+        assert torch.equal(e["bias"], torch.full((1,), 15.0))
+        assert e["refused"]
 
 
 def test_only_rank_0_writes_and_prints(two_ranks: dict[str, Any]) -> None:

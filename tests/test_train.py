@@ -107,3 +107,15 @@ def test_fit_on_cuda_with_cpu_data() -> None:
         accuracy[device] = hist["val_acc"].iloc[-1]
     assert accuracy["cpu"] > 0.9
     assert abs(accuracy["cuda"] - accuracy["cpu"]) <= 0.03
+
+
+def test_predict_and_evaluate_keep_a_frozen_sub_module_in_eval_mode() -> None:
+    """``model.train(was_training)`` would switch the frozen BatchNorm back to training."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    net.train()
+    net[1].eval()  # frozen statistics inside a training model
+    x, y = torch.rand(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
+    train.predict(net, x)
+    train.evaluate(net, x, y)
+    assert [m.training for m in net] == [True, False, True]
+    assert net.training

@@ -1,4 +1,4 @@
-"""Direct tests of the shared argument checks in :mod:`advbook._validation`."""
+"""Direct tests of the shared argument checks in :mod:`advbook._core.checks`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from advbook._validation import (
+from advbook._core.checks import (
     NORMS,
     ArgumentTypeError,
     check_batch,
@@ -24,8 +24,8 @@ from advbook._validation import (
     check_nonneg_int,
     check_positive_float,
     check_tensor,
-    model_devices,
 )
+from advbook._core.devices import model_devices
 
 
 def _raises(exc: type[Exception], *fragments: str) -> pytest.RaisesExc[Exception]:
@@ -252,3 +252,23 @@ def test_model_devices_and_device_check() -> None:
     with _raises(ValueError, "pgd: the model's parameters/buffers are on meta but x is on cpu",
                  "share one device"):
         check_model_device(model.to("meta"), x, "pgd")
+
+
+def test_check_in_bounds_is_exact_and_names_the_caller() -> None:
+    from advbook._core.checks import check_in_bounds
+
+    check_in_bounds(torch.tensor([0.0, 1.0]), (0.0, 1.0), "f")
+    check_in_bounds(torch.empty(0), (0.0, 1.0), "f")
+    with pytest.raises(ValueError, match=r"f: x must lie inside bounds \[0.0, 1.0\].*\[0.5, 1.5\]"):
+        check_in_bounds(torch.tensor([0.5, 1.5]), (0.0, 1.0), "f")
+    with pytest.raises(ValueError, match="f: x contains NaN"):
+        check_in_bounds(torch.tensor([0.5, float("nan")]), (0.0, 1.0), "f")
+
+
+def test_check_positive_int() -> None:
+    from advbook._core.checks import check_positive_int
+
+    assert check_positive_int(3, "k") == 3
+    assert check_positive_int(None, "k", allow_none=True) is None
+    with pytest.raises(ValueError, match="k must be an int >= 1, got 0"):
+        check_positive_int(0, "k")

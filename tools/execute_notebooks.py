@@ -1,11 +1,14 @@
 """Re-execute book notebooks top to bottom, so their stored outputs are a clean run.
 
 Usage: ``python -m tools.execute_notebooks [--out DIR] [book/chapter.ipynb ...]`` (default: every
-notebook in ``book/``). Progress bars are switched off (``ADVBOOK_PROGRESS=0``) so that the stored
-outputs hold no timing noise; nbval later compares a fresh run against exactly these outputs.
-Without ``--out`` each notebook is saved in place; with it, the executed copy is written to
-``DIR/<name>.ipynb`` and the stored notebook is left alone (``python -m tools.nbtolerance`` then
-compares the copy with the stored outputs under the declared tolerances).
+notebook in ``book/``). Each notebook is run by nbclient's ``jupyter execute`` (a fresh
+``python3`` kernel of this interpreter, working directory: the notebook's folder, 1800 s per
+cell), which saves it with ``nbformat.write``. Progress bars are switched off
+(``ADVBOOK_PROGRESS=0``) so that the stored outputs hold no timing noise; nbval later compares a
+fresh run against exactly these outputs. Without ``--out`` each notebook is saved in place; with
+it, the executed copy is written to ``DIR/<name>.ipynb`` and the stored notebook is left alone
+(``python -m tools.nbtolerance`` then compares the copy with the stored outputs under the
+declared tolerances).
 """
 
 from __future__ import annotations
@@ -16,28 +19,20 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+from nbclient.cli import NbClientApp
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def execute(path: Path, *, out: Path | None = None, timeout: int = 1800) -> float:
-    """Execute ``path`` in a fresh kernel (working directory: its folder); save it to ``out``.
-
-    ``out`` defaults to ``path`` itself (the stored outputs are replaced).
-    """
-    nb = nbformat.read(path, as_version=4)
-    os.environ["ADVBOOK_PROGRESS"] = "0"
+    """``jupyter execute`` ``path``, saving it to ``out`` (default: ``path`` itself)."""
+    os.environ["ADVBOOK_PROGRESS"] = "0"  # inherited by the kernel
+    # --output is a format string ({notebook_name}), so braces in the path are escaped
+    base = str(out.resolve().with_suffix("")).replace("{", "{{").replace("}", "}}") if out else ""
+    target = f"--output={base}" if out else "--inplace"
     start = time.perf_counter()
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    client.execute()
-    nbformat.write(nb, out or path)
+    app = NbClientApp(log_level="WARN")  # not its "Executing ..." lines: we print the time
+    app.initialize([f"--timeout={timeout}", "--kernel_name=python3", target, str(path)])
     return time.perf_counter() - start
 
 

@@ -1,30 +1,21 @@
-"""Shared input validation and the "nothing is lost" model guard of :mod:`advbook.attacks`.
+"""Input checks specific to :mod:`advbook.attacks`.
 
-Every attack calls :func:`check_inputs` before doing any work and runs the model inside
-:func:`model_guard`, which
-
-* switches every sub-module to eval mode and restores each module's own ``training`` flag
-  afterwards (also a model whose BatchNorm layers were frozen in eval mode comes back exactly as
-  it was), even when the attack raises midway;
-* restores every parameter's ``.grad`` (``None`` stays ``None``);
-* restores the running statistics of normalisation layers should anything have changed them;
-* turns gradient recording on, also when the caller is inside ``torch.no_grad()`` or
-  ``torch.inference_mode()``.
+Every attack calls :func:`check_inputs` before doing any work (the type, shape and device checks
+are the shared :func:`advbook._core.checks.check_batch`; the value checks here need one host
+synchronisation) and :func:`check_logits` on the first logits the model returns. The attacks run
+the model inside :func:`advbook._core.guard.model_guard`, which leaves it exactly as it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import cast
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _NormBase
 
-from .._validation import check_batch, check_bounds, check_model_device
+from .._core.checks import check_batch, check_bounds, check_model_device
 
-__all__ = ["check_inputs", "check_logits", "model_guard", "plain"]
+__all__ = ["check_inputs", "check_logits"]
 
 
 def check_inputs(
@@ -89,42 +80,3 @@ def check_logits(logits: object, n: int, y_max: int, *, name: str) -> None:
         raise ValueError(
             f"{name}: labels must lie in [0, K) = [0, {logits.shape[1]}), got a label {y_max}"
         )
-
-
-def plain(t: Tensor) -> Tensor:
-    """``t`` detached, copied if it is an inference tensor (so that autograd may use it).
-
-    Call inside :func:`model_guard`, where inference mode is off.
-    """
-    return t.clone() if t.is_inference() else t.detach()
-
-
-@contextmanager
-def model_guard(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode with gradients enabled and leave it exactly as it was.
-
-    Restores each module's ``training`` flag, each parameter's ``.grad`` object and the buffers
-    of normalisation layers (BatchNorm running statistics), also when the body raises.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.grad) for p in model.parameters()]
-    norm_buffers = [
-        (buf, buf._version, buf.detach().clone())
-        for m in model.modules()
-        if isinstance(m, _NormBase)
-        for buf in m.buffers(recurse=False)
-    ]
-    try:
-        model.eval()
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, g in grads:
-            if p.grad is not g:
-                p.grad = g
-        with torch.no_grad():
-            for buf, version, saved in norm_buffers:
-                if buf._version != version:
-                    buf.copy_(saved)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_nonneg_float, check_nonneg_int, check_positive_float
-from ._checks import check_inputs, check_logits, model_guard, plain
+from .._core.checks import (
+    check_nonneg_float,
+    check_nonneg_int,
+    check_positive_float,
+    check_positive_int,
+)
+from .._core.guard import detached_copy, model_guard
+from ._checks import check_inputs, check_logits
 from ._utils import batch_norms, per_sample
 
 __all__ = ["carlini_wagner"]
@@ -31,6 +38,7 @@ def _margin(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
     return other - own if targeted else own - other
 
 
+# long: signature and docstring (the algorithm's reference) alone are 66 lines
 def carlini_wagner(
     model: nn.Module,
     x: Tensor,
@@ -69,7 +77,7 @@ def carlini_wagner(
     and its best distance did not improve; one that has not stops after two such windows in a
     row. Stopped samples leave the batch, so the others run faster.
 
-    Derived in the book, section ``sec-cw`` of chapter *Adversarial examples*.
+    Derived in the book, section :ref:`sec-cw` of chapter *Adversarial examples*.
 
     Args:
         model: returns logits ``(N, K)``; run in eval mode and left unchanged.
@@ -94,138 +102,210 @@ def carlini_wagner(
     kappa = check_nonneg_float(confidence, "confidence")
     c0 = check_positive_float(c, "c")
     lr_ = check_positive_float(lr, "lr")
-    assert kappa is not None and c0 is not None and lr_ is not None
-    binary_search_steps = check_nonneg_int(binary_search_steps, "binary_search_steps", minimum=1)
+    binary_search_steps = check_positive_int(binary_search_steps, "binary_search_steps")
     steps = check_nonneg_int(steps, "steps")
-    n = x.shape[0]
-    if n == 0:
+    if x.shape[0] == 0:
         return x.detach().clone()
-    a, b = (hi + lo) / 2, (hi - lo) / 2
+    settings = _Settings(
+        kappa=kappa, lr=lr_, steps=steps, abort_early=abort_early,
+        check_every=math.ceil(steps / 10), targeted=targeted, centre=(hi + lo) / 2,
+        half_width=(hi - lo) / 2,
+    )
     with model_guard(model):
-        x0, y = plain(x), plain(y).long()
+        x0, y = detached_copy(x), detached_copy(y).long()
         with torch.no_grad():
             logits = model(x0)
-            check_logits(logits, n, y_max, name=name)
+            check_logits(logits, x0.shape[0], y_max, name=name)
             best = x0.clone()
             todo = (_margin(logits, y, targeted) + kappa >= 0).nonzero().squeeze(1)
         if todo.numel() == 0 or steps == 0:
             return best
-        xs, ys = x0[todo], y[todo]
-        with torch.no_grad():
-            w0 = torch.atanh((xs - a) / b * _SHRINK)
-            x_rec = torch.tanh(w0) * b + a
-        m = xs.shape[0]
-        f64 = dict(dtype=torch.float64, device=x0.device)
-        const = torch.full((m,), c0, **f64)
-        lower = torch.zeros(m, **f64)
-        upper = torch.full((m,), torch.inf, **f64)
-        best_x = xs.clone()
-        best_norm = torch.full((m,), torch.inf, dtype=x0.dtype, device=x0.device)
-        check_every = math.ceil(steps / 10)
-        for bs in range(binary_search_steps):
-            if binary_search_steps >= 10 and bs == binary_search_steps - 1:
-                const = upper.clamp(max=_MAX_CONST)
-            found = _round(
-                model, xs, ys, w0, x_rec, const, best_x, best_norm, a=a, b=b, kappa=kappa,
-                steps=steps, lr=lr_, abort_early=abort_early, check_every=check_every,
-                targeted=targeted,
-            )
-            upper = torch.where(found, torch.minimum(upper, const), upper)
-            lower = torch.where(found, lower, torch.maximum(lower, const))
-            const = torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2)
-        best[todo] = best_x
+        best[todo] = _search_constants(model, x0[todo], y[todo], c0, binary_search_steps, settings)
     return best
 
 
-def _round(
-    model: nn.Module,
-    xs: Tensor,
-    ys: Tensor,
-    w0: Tensor,
-    x_rec: Tensor,
-    const: Tensor,
-    best_x: Tensor,
-    best_norm: Tensor,
-    *,
-    a: float,
-    b: float,
-    kappa: float,
-    steps: int,
-    lr: float,
-    abort_early: bool,
-    check_every: int,
-    targeted: bool,
+@dataclass(frozen=True)
+class _Settings:
+    """The checked hyper-parameters of :func:`carlini_wagner` (the box: ``centre ± half_width``)."""
+
+    kappa: float
+    lr: float
+    steps: int
+    abort_early: bool
+    check_every: int
+    targeted: bool
+    centre: float
+    half_width: float
+
+
+@dataclass
+class _Closest:
+    """Per sample, the closest adversarial iterate so far (the input itself before one is found)
+    and its L2 distance from the input (``inf`` before)."""
+
+    x: Tensor
+    norm: Tensor
+
+
+def _search_constants(
+    model: nn.Module, x: Tensor, y: Tensor, c0: float, rounds: int, settings: _Settings
 ) -> Tensor:
-    """One round of Adam at fixed constants; updates ``best_x``/``best_norm`` in place.
+    """The per-sample search over the constant ``c``; returns the closest adversarial points."""
+    a, b = settings.centre, settings.half_width
+    with torch.no_grad():
+        w0 = torch.atanh((x - a) / b * _SHRINK)
+        x_start = torch.tanh(w0) * b + a
+    m = x.shape[0]
+    const = torch.full((m,), c0, dtype=torch.float64, device=x.device)
+    lower = torch.zeros(m, dtype=torch.float64, device=x.device)
+    upper = torch.full((m,), torch.inf, dtype=torch.float64, device=x.device)
+    no_distance = torch.full((m,), torch.inf, dtype=x.dtype, device=x.device)
+    closest = _Closest(x=x.clone(), norm=no_distance)
+    for round_ in range(rounds):
+        if rounds >= 10 and round_ == rounds - 1:
+            const = upper.clamp(max=_MAX_CONST)
+        samples = _Samples.start(x, y, w0, x_start, const.to(x.dtype), closest)
+        found = _adam_round(model, samples, closest, settings)
+        upper = torch.where(found, torch.minimum(upper, const), upper)
+        lower = torch.where(found, lower, torch.maximum(lower, const))
+        const = torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2)
+    return closest.x
+
+
+@dataclass
+class _Samples:
+    """The samples still optimised in a round, one row each; :meth:`select` keeps some rows."""
+
+    rows: Tensor  # their positions in the round's batch
+    x: Tensor
+    y: Tensor
+    w0: Tensor  # the start in tanh space, w₀ = artanh((1 − 10⁻⁶)·(x − a)/b)
+    x_start: Tensor  # x̃ = x'(w₀), the reference of the distance term
+    const: Tensor  # the constants c, in x's dtype
+    closest: Tensor  # closest adversarial iterate of the round so far
+    closest_norm: Tensor
+    found: Tensor  # an adversarial iterate was found in this round
+    delta: Tensor  # w − w₀, optimised by Adam
+    adam_m: Tensor  # Adam's first moment
+    adam_v: Tensor  # Adam's second moment
+    # early abort: lowest loss in the previous and current window, whether the closest distance
+    # improved in the current window, whether the previous window had stalled
+    prev_window_min: Tensor
+    window_min: Tensor
+    window_improved: Tensor
+    stalled_before: Tensor
+
+    @classmethod
+    def start(
+        cls, x: Tensor, y: Tensor, w0: Tensor, x_start: Tensor, const: Tensor, closest: _Closest
+    ) -> _Samples:
+        """All samples at ``δ = 0`` with fresh Adam and early-abort state."""
+        m = x.shape[0]
+        prev_window_min = torch.full((m,), torch.inf, dtype=x.dtype, device=x.device)
+        return cls(
+            rows=torch.arange(m, device=x.device), x=x, y=y, w0=w0, x_start=x_start, const=const,
+            closest=closest.x, closest_norm=closest.norm,
+            found=torch.zeros(m, dtype=torch.bool, device=x.device),
+            delta=torch.zeros_like(w0), adam_m=torch.zeros_like(w0), adam_v=torch.zeros_like(w0),
+            prev_window_min=prev_window_min, window_min=prev_window_min.clone(),
+            window_improved=torch.zeros(m, dtype=torch.bool, device=x.device),
+            stalled_before=torch.zeros(m, dtype=torch.bool, device=x.device),
+        )
+
+    def select(self, keep: Tensor) -> _Samples:
+        """The rows ``keep`` of every field."""
+        return _Samples(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+
+def _adam_round(
+    model: nn.Module, samples: _Samples, closest: _Closest, settings: _Settings
+) -> Tensor:
+    """One round of Adam at fixed constants; updates ``closest`` in place.
 
     Returns the per-sample flag "an adversarial iterate was found in this round". Samples that
     abort early are dropped from the batch (their state is written back first).
     """
-    m = xs.shape[0]
-    dev = xs.device
-    found = torch.zeros(m, dtype=torch.bool, device=dev)
-    act = torch.arange(m, device=dev)  # indices (into xs) of the samples still running
-    x_a, y_a, w0_a, xr_a = xs, ys, w0, x_rec
-    c_a = const.to(xs.dtype)
-    bx_a, bn_a, found_a = best_x, best_norm, found
-    delta = torch.zeros_like(w0)
-    mom = torch.zeros_like(w0)
-    vel = torch.zeros_like(w0)
-    # early-abort bookkeeping: lowest loss in the current and the previous window, whether the
-    # best distance improved in the current window, whether the previous window had stalled
-    prev_min = torch.full((m,), torch.inf, dtype=xs.dtype, device=dev)
-    win_min = prev_min.clone()
-    win_improved = torch.zeros(m, dtype=torch.bool, device=dev)
-    stalled_before = torch.zeros(m, dtype=torch.bool, device=dev)
-
-    for step in range(steps):
-        delta.requires_grad_(True)
-        xp = torch.tanh(w0_a + delta) * b + a
-        logits = model(xp)
-        margin = _margin(logits, y_a, targeted)
-        dist2 = (xp - xr_a).flatten(1).pow(2).sum(dim=1)
-        loss = c_a * (margin + kappa).clamp_min(0) + dist2
-        (grad,) = torch.autograd.grad(loss.sum(), delta)
+    found = samples.found
+    for step in range(settings.steps):
+        grad, loss, x_p, success = _loss_and_gradient(model, samples, settings)
         with torch.no_grad():
-            xp, loss = xp.detach(), loss.detach()
-            succ = margin.detach() + kappa < 0
-            norms = batch_norms(xp - x_a, "l2")
-            improved = succ & (norms < bn_a)
-            bx_a = torch.where(per_sample(improved, xp), xp, bx_a)
-            bn_a = torch.where(improved, norms, bn_a)
-            found_a = found_a | succ
-            # Adam (Kingma & Ba) on δ = w − w₀, bias-corrected
-            t = step + 1
-            mom.mul_(_BETA1).add_(grad, alpha=1 - _BETA1)
-            vel.mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
-            # δ ← δ − lr · m̂/(√v̂ + ε) with m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ)
-            denom = vel.sqrt().div_(math.sqrt(1 - _BETA2**t)).add_(_ADAM_EPS)
-            delta = delta.detach().addcdiv_(mom, denom, value=-lr / (1 - _BETA1**t))
-            if not abort_early:
+            improved = _record_closest(samples, x_p, success)
+            _adam_step(samples, grad, step + 1, settings.lr)
+            if not settings.abort_early:
                 continue
-            win_min = torch.minimum(win_min, loss)
-            win_improved = win_improved | improved
-            if step % check_every:
+            stop = _stop_early(samples, loss, improved, step, settings.check_every)
+            if stop is None or not bool(stop.any()):
                 continue
-            stalled = ~(win_min <= 0.9999 * prev_min)  # NaN counts as stalled
-            stop = (stalled & found_a & ~win_improved) | (stalled & stalled_before & ~found_a)
-            stalled_before = stalled
-            prev_min = win_min
-            win_min = torch.full_like(prev_min, torch.inf)
-            win_improved = torch.zeros_like(win_improved)
-            if bool(stop.any()):
-                gone = stop.nonzero().squeeze(1)
-                sel = act[gone]
-                best_x[sel], best_norm[sel], found[sel] = bx_a[gone], bn_a[gone], found_a[gone]
-                keep = (~stop).nonzero().squeeze(1)
-                if keep.numel() == 0:
-                    return found
-                act = act[keep]
-                x_a, y_a, w0_a, xr_a, c_a = (t_[keep] for t_ in (x_a, y_a, w0_a, xr_a, c_a))
-                bx_a, bn_a, found_a = bx_a[keep], bn_a[keep], found_a[keep]
-                delta, mom, vel = delta[keep], mom[keep], vel[keep]
-                prev_min, win_min = prev_min[keep], win_min[keep]
-                win_improved, stalled_before = win_improved[keep], stalled_before[keep]
+            _write_back(samples.select(stop.nonzero().squeeze(1)), closest, found)
+            keep = (~stop).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                return found
+            samples = samples.select(keep)
     with torch.no_grad():
-        best_x[act], best_norm[act], found[act] = bx_a, bn_a, found_a
+        _write_back(samples, closest, found)
     return found
+
+
+def _write_back(samples: _Samples, closest: _Closest, found: Tensor) -> None:
+    """Store the round's results of ``samples`` at their rows of ``closest`` and ``found``."""
+    rows = samples.rows
+    closest.x[rows], closest.norm[rows], found[rows] = (
+        samples.closest, samples.closest_norm, samples.found
+    )
+
+
+def _loss_and_gradient(
+    model: nn.Module, samples: _Samples, settings: _Settings
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """At ``x'(w₀ + δ)``: ``∇_δ`` of the summed loss, the per-sample loss, ``x'`` and whether
+    ``x'`` is adversarial (all but the gradient detached)."""
+    samples.delta.requires_grad_(True)
+    x_p = torch.tanh(samples.w0 + samples.delta) * settings.half_width + settings.centre
+    logits = model(x_p)
+    margin = _margin(logits, samples.y, settings.targeted)
+    dist2 = (x_p - samples.x_start).flatten(1).pow(2).sum(dim=1)
+    loss = samples.const * (margin + settings.kappa).clamp_min(0) + dist2
+    (grad,) = torch.autograd.grad(loss.sum(), samples.delta)
+    success = margin.detach() + settings.kappa < 0
+    return grad, loss.detach(), x_p.detach(), success
+
+
+def _record_closest(samples: _Samples, x_p: Tensor, success: Tensor) -> Tensor:
+    """Keep ``x_p`` where it is adversarial and closer than the closest so far; returns where."""
+    norms = batch_norms(x_p - samples.x, "l2")
+    improved = success & (norms < samples.closest_norm)
+    samples.closest = torch.where(per_sample(improved, x_p), x_p, samples.closest)
+    samples.closest_norm = torch.where(improved, norms, samples.closest_norm)
+    samples.found = samples.found | success
+    return improved
+
+
+def _adam_step(samples: _Samples, grad: Tensor, t: int, lr: float) -> None:
+    """Adam (Kingma & Ba) on ``δ = w − w₀``, bias-corrected, at step ``t ≥ 1``."""
+    samples.adam_m.mul_(_BETA1).add_(grad, alpha=1 - _BETA1)
+    samples.adam_v.mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
+    # δ ← δ − lr · m̂/(√v̂ + ε) with m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ)
+    denom = samples.adam_v.sqrt().div_(math.sqrt(1 - _BETA2**t)).add_(_ADAM_EPS)
+    step = -lr / (1 - _BETA1**t)
+    samples.delta = samples.delta.detach().addcdiv_(samples.adam_m, denom, value=step)
+
+
+def _stop_early(
+    samples: _Samples, loss: Tensor, improved: Tensor, step: int, check_every: int
+) -> Tensor | None:
+    """Update the early-abort windows; at the end of a window, which samples stop (else None)."""
+    samples.window_min = torch.minimum(samples.window_min, loss)
+    samples.window_improved = samples.window_improved | improved
+    if step % check_every:
+        return None
+    # NaN counts as stalled
+    stalled = ~(samples.window_min <= 0.9999 * samples.prev_window_min)
+    found = samples.found
+    stop = (stalled & found & ~samples.window_improved) | (
+        stalled & samples.stalled_before & ~found
+    )
+    samples.stalled_before = stalled
+    samples.prev_window_min = samples.window_min
+    samples.window_min = torch.full_like(samples.prev_window_min, torch.inf)
+    samples.window_improved = torch.zeros_like(samples.window_improved)
+    return stop

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from .._validation import NORMS, check_choice, check_nonneg_float, check_nonneg_int
-from ._checks import check_inputs, check_logits, model_guard, plain
-from ._utils import batch_norms, is_success, per_sample
+from .._core.checks import NORMS, check_choice, check_nonneg_float, check_nonneg_int
+from .._core.guard import detached_copy, model_guard
+from ._checks import check_inputs, check_logits
+from ._utils import batch_norms, input_gradient, is_success, per_sample
 
 __all__ = ["deepfool"]
 
@@ -16,6 +19,7 @@ __all__ = ["deepfool"]
 _STEP_PAD = 1e-4
 
 
+# long: signature and docstring (the algorithm's reference) alone are 54 lines
 def deepfool(
     model: nn.Module,
     x: Tensor,
@@ -52,7 +56,7 @@ def deepfool(
     a smaller batch. With ``targeted=True`` the single candidate is the target ``t`` and the
     source is the current top class, ``f = z_t − z_top`` (a greedy targeted variant).
 
-    Derived in the book, section ``sec-deepfool`` of chapter *Adversarial examples*.
+    Derived in the book, section :ref:`sec-deepfool` of chapter *Adversarial examples*.
 
     Args:
         model: returns logits ``(N, K)``; run in eval mode and left unchanged.
@@ -74,67 +78,99 @@ def deepfool(
     lo, hi, y_max = check_inputs(model, x, y, bounds, name=name)
     steps = check_nonneg_int(steps, "steps")
     overshoot_ = check_nonneg_float(overshoot, "overshoot")
-    assert overshoot_ is not None
     candidates = check_nonneg_int(candidates, "candidates", minimum=2)
     norm = check_choice(norm, "norm", NORMS)
-    n = x.shape[0]
-    if n == 0:
+    if x.shape[0] == 0:
         return x.detach().clone()
-    scale = 1.0 + overshoot_
+    settings = _Settings(
+        steps=steps, scale=1.0 + overshoot_, candidates=candidates, norm=norm, bounds=(lo, hi),
+        targeted=targeted,
+    )
     with model_guard(model):
-        x0, y = plain(x), plain(y).long()
-        if steps == 0:
-            with torch.no_grad():
-                check_logits(model(x0), n, y_max, name=name)
-            return x0.clone()
-        x_adv = x0.clone()
-        r_tot = torch.zeros_like(x0)
-        idx = torch.arange(n, device=x0.device)  # samples still being attacked
-        xs, ys = x0, y
-        cls: Tensor | None = None
-        for it in range(steps):
-            xi = x_adv[idx].requires_grad_(True)
-            logits = model(xi)
-            if it == 0:
-                check_logits(logits, n, y_max, name=name)
-                if not logits.requires_grad:
-                    raise ValueError(
-                        f"{name}: the model's output does not depend on x through autograd "
-                        f"(does the model detach its input or run under torch.no_grad()?)"
-                    )
-                if not targeted:
-                    cls = _candidate_classes(logits.detach(), y, candidates)
-            with torch.no_grad():
-                alive = ~is_success(logits, ys, targeted)
-                rows: Tensor | None = None  # rows of this forward batch still attacked
-                if not bool(alive.all()):
-                    rows = alive.nonzero().squeeze(1)
-                    idx, xs, ys = idx[rows], xs[rows], ys[rows]
-                    if cls is not None:
-                        cls = cls[rows]
-                    if idx.numel() == 0:
-                        break
-            f, w = _differences_and_gradients(logits, xi, ys, cls, targeted, rows)
-            with torch.no_grad():
-                if norm == "l2":
-                    wnorm = batch_norms(w.flatten(0, 1), "l2").view(f.shape)
-                else:
-                    wnorm = batch_norms(w.flatten(0, 1), "l1").view(f.shape)
-                dist = torch.where(wnorm > 0, f.abs() / wnorm, torch.inf)
-                best = dist.argmin(dim=1)
-                ar = torch.arange(f.shape[0], device=f.device)
-                d = dist[ar, best]
-                wl, nl = w[ar, best], wnorm[ar, best]
-                movable = torch.isfinite(d)
-                length = torch.where(movable, d + _STEP_PAD, torch.zeros_like(d))
-                if norm == "l2":
-                    direction = wl / per_sample(torch.where(movable, nl, torch.ones_like(nl)), wl)
-                else:
-                    direction = wl.sign()
-                r = per_sample(length.to(x0.dtype), wl) * direction
-                r_tot[idx] += r
-                x_adv[idx] = (xs + scale * r_tot[idx]).clamp(lo, hi)
+        x0, y = detached_copy(x), detached_copy(y).long()
+        return _step_until_fooled(model, x0, y, settings, y_max, name)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The checked hyper-parameters of :func:`deepfool` (``scale = 1 + overshoot``)."""
+
+    steps: int
+    scale: float
+    candidates: int
+    norm: str
+    bounds: tuple[float, float]
+    targeted: bool
+
+
+def _step_until_fooled(
+    model: nn.Module, x0: Tensor, y: Tensor, settings: _Settings, y_max: int, name: str
+) -> Tensor:
+    """DeepFool's iterations on the batch; each sample leaves the batch once it is fooled."""
+    n = x0.shape[0]
+    if settings.steps == 0:
+        with torch.no_grad():
+            check_logits(model(x0), n, y_max, name=name)
+        return x0.clone()
+    x_adv = x0.clone()
+    r_tot = torch.zeros_like(x0)
+    active = torch.arange(n, device=x0.device)  # samples still being attacked
+    x_active, y_active = x0, y
+    cls: Tensor | None = None  # candidate classes (untargeted only)
+    for it in range(settings.steps):
+        x_i = x_adv[active].requires_grad_(True)
+        logits = model(x_i)
+        if it == 0:
+            cls = _check_first_logits(logits, y, settings, y_max, name)
+        with torch.no_grad():
+            alive = ~is_success(logits, y_active, settings.targeted)
+            rows: Tensor | None = None  # rows of this forward batch still attacked
+            if not bool(alive.all()):
+                rows = alive.nonzero().squeeze(1)
+                active, x_active, y_active = active[rows], x_active[rows], y_active[rows]
+                if cls is not None:
+                    cls = cls[rows]
+                if active.numel() == 0:
+                    break
+        pairs = _targeted_pairs(logits, y_active, rows) if cls is None else cls
+        f, w = _differences_and_gradients(logits, x_i, pairs, rows)
+        with torch.no_grad():
+            r_tot[active] += _step_to_boundary(f, w, settings.norm, x0.dtype)
+            x_adv[active] = (x_active + settings.scale * r_tot[active]).clamp(*settings.bounds)
     return x_adv
+
+
+def _check_first_logits(
+    logits: Tensor, y: Tensor, settings: _Settings, y_max: int, name: str
+) -> Tensor | None:
+    """Validate the first logits; the candidate classes when untargeted (``None`` targeted)."""
+    check_logits(logits, y.shape[0], y_max, name=name)
+    if not logits.requires_grad:
+        raise ValueError(
+            f"{name}: the model's output does not depend on x through autograd "
+            f"(does the model detach its input or run under torch.no_grad()?)"
+        )
+    if settings.targeted:
+        return None
+    return _candidate_classes(logits.detach(), y, settings.candidates)
+
+
+def _step_to_boundary(f: Tensor, w: Tensor, norm: str, dtype: torch.dtype) -> Tensor:
+    """The minimal step ``r`` onto the nearest linearised boundary (plus ``_STEP_PAD``)."""
+    wnorm = batch_norms(w.flatten(0, 1), "l2" if norm == "l2" else "l1").view(f.shape)
+    dist = torch.where(wnorm > 0, f.abs() / wnorm, torch.inf)
+    nearest = dist.argmin(dim=1)
+    rows = torch.arange(f.shape[0], device=f.device)
+    d = dist[rows, nearest]
+    w_nearest, wnorm_nearest = w[rows, nearest], wnorm[rows, nearest]
+    movable = torch.isfinite(d)
+    length = torch.where(movable, d + _STEP_PAD, torch.zeros_like(d))
+    if norm == "l2":
+        safe_norm = torch.where(movable, wnorm_nearest, torch.ones_like(wnorm_nearest))
+        direction = w_nearest / per_sample(safe_norm, w_nearest)
+    else:
+        direction = w_nearest.sign()
+    return per_sample(length.to(dtype), w_nearest) * direction
 
 
 def _candidate_classes(logits: Tensor, y: Tensor, candidates: int) -> Tensor:
@@ -145,39 +181,35 @@ def _candidate_classes(logits: Tensor, y: Tensor, candidates: int) -> Tensor:
     return torch.cat([y[:, None], others], dim=1)
 
 
+def _targeted_pairs(logits: Tensor, y: Tensor, keep: Tensor | None) -> Tensor:
+    """``(n, 2)`` classes ``(source, target)``: the current top class other than ``y``, and ``y``.
+
+    ``keep`` (or ``None`` for all rows) selects the rows of ``logits`` that ``y`` refers to.
+    """
+    top = logits.detach() if keep is None else logits.detach()[keep]
+    source = top.scatter(1, y[:, None], -torch.inf).argmax(dim=1)
+    return torch.stack([source, y], dim=1)
+
+
 def _differences_and_gradients(
-    logits: Tensor,
-    xi: Tensor,
-    y: Tensor,
-    cls: Tensor | None,
-    targeted: bool,
-    keep: Tensor | None,
+    logits: Tensor, x_i: Tensor, pairs: Tensor, keep: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """Logit differences ``f_k = z_k − z_s`` ``(n, C−1)`` and gradients ``w_k`` ``(n, C−1, ...)``.
 
-    ``logits``/``xi`` hold the batch of the forward pass; ``keep`` (or ``None`` for all rows)
-    selects the rows still attacked, to which ``y`` and ``cls`` already refer.
+    ``logits``/``x_i`` hold the batch of the forward pass; ``keep`` (or ``None`` for all rows)
+    selects the rows still attacked, to which ``pairs`` (source class first, then the
+    candidates ``k``) already refers.
     """
-    rows_all = keep if keep is not None else torch.arange(logits.shape[0], device=logits.device)
-    if targeted:
-        lg = logits.detach()[rows_all]
-        source = lg.scatter(1, y[:, None], -torch.inf).argmax(dim=1)
-        pairs = torch.stack([source, y], dim=1)
-    else:
-        assert cls is not None
-        pairs = cls
+    rows = keep if keep is not None else torch.arange(logits.shape[0], device=logits.device)
     c = pairs.shape[1]
-    f_list, g_list = [], []
+    f_list, w_list = [], []
     for j in range(1, c):
-        go = torch.zeros_like(logits)
-        go[rows_all, pairs[:, j]] += 1
-        go[rows_all, pairs[:, 0]] -= 1
-        (g,) = torch.autograd.grad(logits, xi, go, retain_graph=j < c - 1, allow_unused=True)
-        if g is None:
-            g = torch.zeros_like(xi)
-        g_list.append(g[rows_all] if keep is not None else g)
-        lg = logits.detach()[rows_all]
-        f_list.append(lg.gather(1, pairs[:, j : j + 1]) - lg.gather(1, pairs[:, :1]))
-    f = torch.cat(f_list, dim=1)
-    w = torch.stack(g_list, dim=1)
-    return f, w
+        grad_output = torch.zeros_like(logits)
+        grad_output[rows, pairs[:, j]] += 1
+        grad_output[rows, pairs[:, 0]] -= 1
+        w_j = input_gradient(logits, x_i, grad_output, retain_graph=j < c - 1)
+        w_list.append(w_j[rows] if keep is not None else w_j)
+        kept_logits = logits.detach()[rows]
+        source = kept_logits.gather(1, pairs[:, :1])
+        f_list.append(kept_logits.gather(1, pairs[:, j : j + 1]) - source)
+    return torch.cat(f_list, dim=1), torch.stack(w_list, dim=1)

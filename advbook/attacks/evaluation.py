@@ -11,8 +11,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_module, check_nonneg_float, check_nonneg_int
-from ._checks import model_guard
+from .._core.checks import check_batch, check_choice, check_nonneg_float, check_positive_int
+from .._core.devices import model_device
+from .._core.guard import model_guard
+from .._core.types import Attack
 from ._utils import batch_norms
 
 __all__ = [
@@ -23,10 +25,6 @@ __all__ = [
     "min_norm_distances",
     "robust_accuracy",
 ]
-
-Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
-"""An attack bound to its hyper-parameters, e.g. ``functools.partial(pgd, eps=0.3)``."""
-
 
 @dataclass(frozen=True)
 class RobustAccuracyResult:
@@ -88,30 +86,21 @@ class MinNormResult:
         return float(self.distances.double().quantile(0.5))
 
 
-def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return fallback
-
-
 def _check_common(model: object, x: object, y: object, batch_size: object, name: str) -> None:
-    check_module(model, name)
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(f"{name}: x and y must be tensors, got {type(x).__name__}, "
-                        f"{type(y).__name__}")
-    if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"{name}: x must be (N, ...) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    check_nonneg_int(batch_size, "batch_size", minimum=1)
+    """The checks shared by the evaluation helpers: a classification batch and ``batch_size``."""
+    check_batch(model, x, y, name)
+    check_positive_int(batch_size, "batch_size")
 
 
 def _predict(model: nn.Module, x: Tensor) -> Tensor:
+    """The predicted classes, with the model left exactly as it was."""
     with model_guard(model), torch.no_grad():
-        return model(x).argmax(dim=1)
+        logits: Tensor = model(x)
+        return logits.argmax(dim=1)
 
 
 def _run_attack(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, label: str) -> Tensor:
+    """``attack(model, x, y)`` detached, after checking that it returned a tensor shaped like x."""
     x_adv = attack(model, x, y)
     if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
         got = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
@@ -136,7 +125,7 @@ def robust_accuracy(
     smallest per-attack accuracy. Attacks run only on the correctly classified samples, batch by
     batch on the model's device; results are returned on the CPU.
 
-    Derived in the book, section ``sec-robust-evaluation`` of chapter *Adversarial examples*.
+    Derived in the book, section :ref:`sec-robust-evaluation` of chapter *Adversarial examples*.
 
     Args:
         model: the classifier (left unchanged).
@@ -153,7 +142,7 @@ def robust_accuracy(
         if not callable(attack):
             raise TypeError(f"{name}: attack {label!r} is not callable")
     names = tuple(str(k) for k in attacks)
-    device = _model_device(model, x.device)
+    device = model_device(model, x.device)
     n = x.shape[0]
     clean_correct = torch.zeros(n, dtype=torch.bool)
     robust = torch.zeros(n, len(names), dtype=torch.bool)
@@ -199,7 +188,7 @@ def accuracy_vs_eps(
     too), a valid and never weaker estimate. A raw curve that is not non-increasing signals a
     weak or broken attack (Carlini et al. 2019).
 
-    Derived in the book, section ``sec-robust-evaluation`` of chapter *Adversarial examples*.
+    Derived in the book, section :ref:`sec-robust-evaluation` of chapter *Adversarial examples*.
 
     Returns:
         A DataFrame with columns ``eps``, ``accuracy``, ``accuracy_envelope``.
@@ -242,14 +231,14 @@ def min_norm_distances(
     empirical CDF of ``d`` gives the robust accuracy at every radius at once,
     ``acc(ε) = (1/N) #{i : dᵢ > ε}`` (:meth:`MinNormResult.accuracy_at`).
 
-    Derived in the book, section ``sec-robust-evaluation`` of chapter *Adversarial examples*.
+    Derived in the book, section :ref:`sec-robust-evaluation` of chapter *Adversarial examples*.
     """
     name = "min_norm_distances"
     _check_common(model, x, y, batch_size, name)
     if not callable(attack):
         raise TypeError(f"{name}: attack must be callable as attack(model, x, y)")
     norm = check_choice(norm, "norm", ("l2", "linf", "l1"))
-    device = _model_device(model, x.device)
+    device = model_device(model, x.device)
     n = x.shape[0]
     distances = torch.full((n,), math.inf, dtype=torch.float64)
     success = torch.zeros(n, dtype=torch.bool)

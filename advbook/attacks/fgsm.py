@@ -5,15 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._validation import (
+from .._core.checks import (
     NORMS,
     check_choice,
     check_generator,
     check_nonneg_float,
     check_positive_float,
 )
-from ._checks import check_inputs, model_guard, plain
-from ._utils import ce_objective_and_grad, project, sample_ball, steepest_ascent_direction
+from .._core.guard import detached_copy, model_guard
+from ._checks import check_inputs
+from ._utils import ce_objective_and_grad, projected_step, sample_ball
 
 __all__ = ["fgsm"]
 
@@ -46,7 +47,7 @@ def fgsm(
 
         x' = clip_[lo, hi](x + Π_ε(x₀ − x + α · d(∇ₓJ(x₀))))
 
-    Derived in the book, section ``sec-fgsm`` of chapter *Adversarial examples*.
+    Derived in the book, section :ref:`sec-fgsm` of chapter *Adversarial examples*.
 
     Args:
         model: returns logits ``(N, K)``; run in eval mode and left unchanged.
@@ -66,21 +67,22 @@ def fgsm(
     name = "fgsm"
     lo, hi, y_max = check_inputs(model, x, y, bounds, name=name)
     eps_ = check_nonneg_float(eps, "eps")
-    assert eps_ is not None
     norm = check_choice(norm, "norm", NORMS)
-    alpha_ = check_positive_float(alpha, "alpha", allow_none=True)
+    step_size = _step_size(alpha, eps_, random_start)
     generator = check_generator(generator, name)
-    if alpha_ is None:
-        alpha_ = 1.25 * eps_ if random_start else eps_
     if x.shape[0] == 0:
         return x.detach().clone()
     with model_guard(model):
-        x0, y = plain(x), plain(y).long()
-        start = x0
-        if random_start:
-            start = (x0 + sample_ball(x0, eps_, norm, generator)).clamp(lo, hi)
+        x0, y = detached_copy(x), detached_copy(y).long()
+        start = (x0 + sample_ball(x0, eps_, norm, generator)).clamp(lo, hi) if random_start else x0
         _, _, grad = ce_objective_and_grad(model, start, y, targeted, check=(y_max, name))
         with torch.no_grad():
-            delta = (start - x0) + alpha_ * steepest_ascent_direction(grad, norm)
-            x_adv = (x0 + project(delta, eps_, norm)).clamp_(lo, hi)
-    return x_adv
+            return projected_step(x0, start, grad, step_size, eps_, norm, (lo, hi))
+
+
+def _step_size(alpha: object, eps: float, random_start: bool) -> float:
+    """The checked ``alpha``; by default ``ε``, or ``1.25·ε`` after a random start."""
+    step_size = check_positive_float(alpha, "alpha", allow_none=True)
+    if step_size is None:
+        return 1.25 * eps if random_start else eps
+    return step_size

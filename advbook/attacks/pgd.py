@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from .._validation import (
+from .._core.checks import (
     NORMS,
     check_choice,
     check_generator,
     check_nonneg_float,
     check_nonneg_int,
     check_positive_float,
+    check_positive_int,
 )
-from ._checks import check_inputs, check_logits, model_guard, plain
+from .._core.guard import detached_copy, model_guard
+from ._checks import check_inputs, check_logits
 from ._utils import (
     ce_objective,
     ce_objective_and_grad,
     is_success,
     per_sample,
-    project,
+    projected_step,
     sample_start,
-    steepest_ascent_direction,
 )
 
 __all__ = ["pgd"]
@@ -29,12 +32,11 @@ __all__ = ["pgd"]
 # how the last iterate is judged: only where no earlier iterate fooled the model, or everywhere
 SELECTIONS = ("fooled", "max_loss")
 
-
-def _better(succ: Tensor, obj: Tensor, best_succ: Tensor, best_obj: Tensor) -> Tensor:
-    """Lexicographic "worse for the model": successful first, then higher objective."""
-    return (succ & ~best_succ) | ((succ == best_succ) & (obj > best_obj))
+#: ``(y_max, name)``: validate the logits of the first forward pass against the labels.
+_LogitsCheck = tuple[int, str] | None
 
 
+# long: signature and docstring (the algorithm's reference) alone are 65 lines
 def pgd(
     model: nn.Module,
     x: Tensor,
@@ -75,7 +77,7 @@ def pgd(
     highest-objective iterate is returned also among fooling ones (adversarial training's inner
     maximisation uses this). Either way more steps or restarts are never weaker.
 
-    Derived in the book, section ``sec-pgd`` of chapter *Adversarial examples*.
+    Derived in the book, section :ref:`sec-pgd` of chapter *Adversarial examples*.
 
     Args:
         model: returns logits ``(N, K)``; run in eval mode and left unchanged.
@@ -105,11 +107,10 @@ def pgd(
     name = "pgd"
     lo, hi, y_max = check_inputs(model, x, y, bounds, name=name)
     eps_ = check_nonneg_float(eps, "eps")
-    assert eps_ is not None
     steps = check_nonneg_int(steps, "steps")
-    restarts = check_nonneg_int(restarts, "restarts", minimum=1)
+    restarts = check_positive_int(restarts, "restarts")
     norm = check_choice(norm, "norm", NORMS)
-    alpha_ = check_positive_float(alpha, "alpha", allow_none=True)
+    step_size = check_positive_float(alpha, "alpha", allow_none=True)
     generator = check_generator(generator, name)
     select = check_choice(select, "select", SELECTIONS)
     if restarts > 1 and not random_start:
@@ -117,105 +118,167 @@ def pgd(
             f"{name}: restarts={restarts} without random_start would repeat the same attack; "
             f"set random_start=True or restarts=1"
         )
-    if alpha_ is None:
-        alpha_ = 2.5 * eps_ / max(steps, 1)
-    n = x.shape[0]
-    if n == 0:
+    if step_size is None:
+        step_size = 2.5 * eps_ / max(steps, 1)
+    settings = _Settings(
+        eps=eps_, step_size=step_size, steps=steps, norm=norm, bounds=(lo, hi),
+        targeted=targeted, early_stop=early_stop, evaluate_all_last=select == "max_loss",
+    )
+    if x.shape[0] == 0:
         return x.detach().clone()
     with model_guard(model):
-        x0, y = plain(x), plain(y).long()
-        best_x = x0.clone()
-        best_succ = torch.zeros(n, dtype=torch.bool, device=x0.device)
-        best_obj = torch.full((n,), -torch.inf, dtype=x0.dtype, device=x0.device)
+        x0, y = detached_copy(x), detached_copy(y).long()
+        worst = _WorstCase.start(x0)
         for restart in range(restarts):
-            if early_stop and restart > 0:
-                gidx = (~best_succ).nonzero().squeeze(1)
-                if gidx.numel() == 0:
-                    break
-            else:
-                gidx = torch.arange(n, device=x0.device)
-            xs, ys = x0[gidx], y[gidx]
-            start = xs
+            rows = _rows_to_attack(worst, restart, early_stop)
+            if rows.numel() == 0:
+                break
+            start = x0[rows]
             if random_start:
-                start = (xs + sample_start(xs, eps_, norm, generator)).clamp(lo, hi)
+                start = (start + sample_start(start, eps_, norm, generator)).clamp(lo, hi)
             check = (y_max, name) if restart == 0 else None
-            _run(
-                model, xs, ys, gidx, start, eps_, alpha_, steps, norm, lo, hi, targeted,
-                early_stop, select == "max_loss", check, best_x, best_succ, best_obj,
-            )
-    return best_x
+            _attack_from(model, x0[rows], y[rows], rows, start, settings, check, worst)
+    return worst.x
 
 
-def _run(
+@dataclass(frozen=True)
+class _Settings:
+    """The checked hyper-parameters of one PGD run (see :func:`pgd`)."""
+
+    eps: float
+    step_size: float
+    steps: int
+    norm: str
+    bounds: tuple[float, float]
+    targeted: bool
+    early_stop: bool
+    evaluate_all_last: bool
+
+
+def _worse_for_model(
+    fooled: Tensor, objective: Tensor, ref_fooled: Tensor, ref_objective: Tensor
+) -> Tensor:
+    """Per sample, ``(fooled, objective)`` beats the reference lexicographically: fooling the
+    model first, then a higher objective."""
+    return (fooled & ~ref_fooled) | ((fooled == ref_fooled) & (objective > ref_objective))
+
+
+@dataclass
+class _WorstCase:
+    """Per sample, the worst-for-the-model point found so far, whether it fools the model and
+    its objective (``−inf`` before any point was judged)."""
+
+    x: Tensor
+    fooled: Tensor
+    objective: Tensor
+
+    @classmethod
+    def start(cls, x: Tensor) -> _WorstCase:
+        """Nothing judged yet: ``x`` itself, not fooling, objective ``−inf``."""
+        n = x.shape[0]
+        return cls(
+            x=x.clone(),
+            fooled=torch.zeros(n, dtype=torch.bool, device=x.device),
+            objective=torch.full((n,), -torch.inf, dtype=x.dtype, device=x.device),
+        )
+
+    def update(self, x: Tensor, fooled: Tensor, objective: Tensor) -> None:
+        """Keep, per sample, the worse for the model of the stored point and ``x``."""
+        better = _worse_for_model(fooled, objective, self.fooled, self.objective)
+        self.x = torch.where(per_sample(better, x), x, self.x)
+        self.fooled = self.fooled | fooled
+        self.objective = torch.where(better, objective, self.objective)
+
+    def select(self, rows: Tensor) -> _WorstCase:
+        """The entries of the samples ``rows``."""
+        return _WorstCase(self.x[rows], self.fooled[rows], self.objective[rows])
+
+    def merge_into(self, overall: _WorstCase, rows: Tensor) -> None:
+        """Merge these entries into ``overall`` at ``rows`` (in place), keeping the worse case."""
+        better = _worse_for_model(
+            self.fooled, self.objective, overall.fooled[rows], overall.objective[rows]
+        )
+        overall.x[rows] = torch.where(per_sample(better, self.x), self.x, overall.x[rows])
+        overall.objective[rows] = torch.where(better, self.objective, overall.objective[rows])
+        overall.fooled[rows] = overall.fooled[rows] | self.fooled
+
+
+def _rows_to_attack(worst: _WorstCase, restart: int, early_stop: bool) -> Tensor:
+    """The samples a restart attacks: all of them, or with ``early_stop`` those not yet fooled."""
+    if early_stop and restart > 0:
+        return (~worst.fooled).nonzero().squeeze(1)
+    return torch.arange(worst.x.shape[0], device=worst.x.device)
+
+
+def _attack_from(
     model: nn.Module,
     x0: Tensor,
     y: Tensor,
-    gidx: Tensor,
+    rows: Tensor,
     start: Tensor,
-    eps: float,
-    alpha: float,
-    steps: int,
-    norm: str,
-    lo: float,
-    hi: float,
-    targeted: bool,
-    early_stop: bool,
-    eval_all_last: bool,
-    check: tuple[int, str] | None,
-    best_x: Tensor,
-    best_succ: Tensor,
-    best_obj: Tensor,
+    settings: _Settings,
+    check: _LogitsCheck,
+    overall: _WorstCase,
 ) -> None:
-    """One PGD run from ``start``; merges its per-sample worst case into ``best_*`` at ``gidx``."""
-    xt = start
-    lb_x = start
-    lb_succ = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
-    lb_obj = torch.full((x0.shape[0],), -torch.inf, dtype=x0.dtype, device=x0.device)
-    for t in range(steps + 1):
-        if t < steps:
-            obj, logits, grad = ce_objective_and_grad(model, xt, y, targeted, check=check)
+    """One PGD run from ``start``; merges its per-sample worst case into ``overall`` at ``rows``.
+
+    With ``early_stop`` a sample leaves the batch at its first fooling iterate.
+    """
+    x_t = start
+    run = _WorstCase(
+        x=start,
+        fooled=torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device),
+        objective=torch.full((x0.shape[0],), -torch.inf, dtype=x0.dtype, device=x0.device),
+    )
+    grad: Tensor | None = None
+    for t in range(settings.steps + 1):
+        if t < settings.steps:
+            objective, logits, grad = ce_objective_and_grad(
+                model, x_t, y, settings.targeted, check=check
+            )
+            fooled = is_success(logits, y, settings.targeted)
         else:
-            evaluated = _evaluate_last(model, xt, y, lb_succ, targeted, eval_all_last, check)
+            grad = None
+            evaluated = _evaluate_last(
+                model, x_t, y, run.fooled, settings.targeted, settings.evaluate_all_last, check
+            )
             if evaluated is None:  # every sample was fooled by an earlier iterate
                 break
-            obj, succ = evaluated
+            objective, fooled = evaluated
         check = None
         with torch.no_grad():
-            if t < steps:
-                succ = is_success(logits, y, targeted)
-            better = _better(succ, obj, lb_succ, lb_obj)
-            lb_x = torch.where(per_sample(better, xt), xt, lb_x)
-            lb_succ = lb_succ | succ
-            lb_obj = torch.where(better, obj, lb_obj)
-            if early_stop:
-                keep = ~lb_succ
-                if not bool(keep.all()):
-                    done = lb_succ.nonzero().squeeze(1)
-                    _merge(gidx[done], lb_x[done], lb_succ[done], lb_obj[done],
-                           best_x, best_succ, best_obj)
-                    kept = keep.nonzero().squeeze(1)
-                    xt, x0, y, gidx = xt[kept], x0[kept], y[kept], gidx[kept]
-                    lb_x, lb_succ, lb_obj = lb_x[kept], lb_succ[kept], lb_obj[kept]
-                    if t < steps:
-                        grad = grad[kept]
-                    if kept.numel() == 0:
-                        return
-            if t == steps:
+            run.update(x_t, fooled, objective)
+            if settings.early_stop and not bool((~run.fooled).all()):
+                kept = _retire_fooled(run, rows, overall)
+                if kept.numel() == 0:
+                    return
+                x_t, x0, y, rows = x_t[kept], x0[kept], y[kept], rows[kept]
+                run = run.select(kept)
+                grad = None if grad is None else grad[kept]
+            if grad is None:  # the last iterate: no step follows
                 break
-            delta = (xt - x0) + alpha * steepest_ascent_direction(grad, norm)
-            xt = (x0 + project(delta, eps, norm)).clamp_(lo, hi)
+            x_t = projected_step(
+                x0, x_t, grad, settings.step_size, settings.eps, settings.norm, settings.bounds
+            )
     with torch.no_grad():
-        _merge(gidx, lb_x, lb_succ, lb_obj, best_x, best_succ, best_obj)
+        run.merge_into(overall, rows)
+
+
+def _retire_fooled(run: _WorstCase, rows: Tensor, overall: _WorstCase) -> Tensor:
+    """Merge the samples ``run`` has fooled into ``overall``; return the positions of the rest."""
+    done = run.fooled.nonzero().squeeze(1)
+    run.select(done).merge_into(overall, rows[done])
+    return (~run.fooled).nonzero().squeeze(1)
 
 
 def _evaluate_last(
     model: nn.Module,
-    xt: Tensor,
+    x_t: Tensor,
     y: Tensor,
     fooled: Tensor,
     targeted: bool,
-    eval_all: bool,
-    check: tuple[int, str] | None,
+    evaluate_all: bool,
+    check: _LogitsCheck,
 ) -> tuple[Tensor, Tensor] | None:
     """Objective and success of the last iterate, for every sample or only the unfooled ones.
 
@@ -223,38 +286,25 @@ def _evaluate_last(
     ``None`` when there is nothing to evaluate.
     """
     with torch.no_grad():
-        if eval_all or check is not None:
-            idx = None
+        if evaluate_all or check is not None:
+            unfooled = None
         else:
-            idx = (~fooled).nonzero().squeeze(1)
-            if idx.numel() == 0:
+            unfooled = (~fooled).nonzero().squeeze(1)
+            if unfooled.numel() == 0:
                 return None
-            if idx.numel() == xt.shape[0]:
-                idx = None
-        xe, ye = (xt, y) if idx is None else (xt[idx], y[idx])
-        logits = model(xe)
+            if unfooled.numel() == x_t.shape[0]:
+                unfooled = None
+        x_eval, y_eval = (x_t, y) if unfooled is None else (x_t[unfooled], y[unfooled])
+        logits = model(x_eval)
         if check is not None:
-            check_logits(logits, xe.shape[0], check[0], name=check[1])
-        obj = ce_objective(logits, ye, targeted)
-        succ = is_success(logits, ye, targeted)
-        if idx is None:
-            return obj, succ
-        obj_all = torch.full_like(fooled, -torch.inf, dtype=obj.dtype).index_copy_(0, idx, obj)
-        succ_all = torch.zeros_like(fooled).index_copy_(0, idx, succ)
-        return obj_all, succ_all
-
-
-def _merge(
-    gidx: Tensor,
-    x: Tensor,
-    succ: Tensor,
-    obj: Tensor,
-    best_x: Tensor,
-    best_succ: Tensor,
-    best_obj: Tensor,
-) -> None:
-    """Keep, per sample, the worse-for-the-model of ``(x, succ, obj)`` and ``best_*[gidx]``."""
-    better = _better(succ, obj, best_succ[gidx], best_obj[gidx])
-    best_x[gidx] = torch.where(per_sample(better, x), x, best_x[gidx])
-    best_obj[gidx] = torch.where(better, obj, best_obj[gidx])
-    best_succ[gidx] = best_succ[gidx] | succ
+            check_logits(logits, x_eval.shape[0], check[0], name=check[1])
+        objective = ce_objective(logits, y_eval, targeted)
+        success = is_success(logits, y_eval, targeted)
+        if unfooled is None:
+            return objective, success
+        objective_all = torch.full_like(fooled, -torch.inf, dtype=objective.dtype)
+        success_all = torch.zeros_like(fooled)
+        return (
+            objective_all.index_copy_(0, unfooled, objective),
+            success_all.index_copy_(0, unfooled, success),
+        )

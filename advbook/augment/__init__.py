@@ -17,20 +17,23 @@ Modules: ``base`` (protocol, :class:`Compose`), ``geometric`` (random affine),
 ``presets`` (domain randomisation, RandAugment, test-domain shifts), ``hooks``
 (``batch_hook`` for :func:`advbook.train.fit`).
 
-Derived in the book, chapter *Neural data augmentation* (sections ``sec-augment-protocol``,
-``sec-augment-geometric``, ``sec-augment-photometric``, ``sec-augment-noise``,
-``sec-augment-erasing``, ``sec-augment-adversarial``, ``sec-augment-domain-randomization``,
-``sec-augment-randaugment``).
+Derived in the book, chapter *Neural data augmentation* (sections
+:ref:`sec-augment-protocol`, :ref:`sec-augment-geometric`, :ref:`sec-augment-photometric`,
+:ref:`sec-augment-noise`, :ref:`sec-augment-erasing`, :ref:`sec-augment-adversarial`,
+:ref:`sec-augment-domain-randomization`, :ref:`sec-augment-randaugment`).
 """
 
 from __future__ import annotations
 
-from .adversarial import AdversarialAugment, Attack
+import warnings
+
+from .._core.types import Attack
+from .adversarial import AdversarialAugment
 from .base import Bounds, Compose, Identity, Params, RepeatChannels, Transform
 from .erasing import Cutout, RandomErasing
 from .geometric import RandomAffine, RandomRotation, affine_grid, affine_theta
 from .hooks import as_batch_hook
-from .noise import GaussianBlur, GaussianNoise, gaussian_kernels
+from .noise import GaussianBlur, RandomGaussianNoise, gaussian_kernels
 from .photometric import (
     RandomBackground,
     RandomBrightness,
@@ -58,7 +61,6 @@ __all__ = [
     "Compose",
     "Cutout",
     "GaussianBlur",
-    "GaussianNoise",
     "Identity",
     "Params",
     "RandAugment",
@@ -69,6 +71,7 @@ __all__ = [
     "RandomContrast",
     "RandomErasing",
     "RandomGamma",
+    "RandomGaussianNoise",
     "RandomRotation",
     "RepeatChannels",
     "Transform",
@@ -84,3 +87,20 @@ __all__ = [
     "rand_augment",
     "rand_augment_ops",
 ]
+
+#: Deprecated names and the objects that replaced them (see :func:`__getattr__`).
+_DEPRECATED = {"GaussianNoise": ("RandomGaussianNoise", RandomGaussianNoise)}
+
+
+def __getattr__(name: str) -> object:
+    """Resolve deprecated names with a ``DeprecationWarning`` (PEP 562)."""
+    if name in _DEPRECATED:
+        new_name, obj = _DEPRECATED[name]
+        warnings.warn(
+            f"advbook.augment.{name} is deprecated; use advbook.augment.{new_name} (the noise "
+            f"layer advbook.noise.GaussianNoise is a different class)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return obj
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,30 +9,32 @@ where ``A(f, x, y)`` is any attack ``(model, x, y) -> x_adv`` (e.g. ``advbook.at
 ``(1 − ρ)·E[ℓ(f(x), y)] + ρ·E[ℓ(f(A(x)), y)]``, the mixed clean/adversarial objective of
 Goodfellow et al. (2015).
 
-Derived in the book, section ``sec-augment-adversarial`` of chapter *Neural data augmentation*.
+Derived in the book, section :ref:`sec-augment-adversarial` of chapter *Neural data augmentation*.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, overload
 
 import torch
 from torch import nn
 
-from .._validation import check_bounds as check_bounds_arg  # check_bounds: a keyword argument
-from .._validation import (
+from .._core.checks import check_bounds as check_bounds_arg
+from .._core.checks import (  # check_bounds: a keyword argument
     check_fraction,
     check_generator,
+    check_in_bounds,
     check_module,
-    check_nonneg_int,
+    check_positive_int,
     check_tensor,
 )
-from .base import Params, check_in_bounds
+from .._core.guard import eval_mode, frozen_parameters
+from .._core.random import generator_from_seed
+from .._core.types import Attack
+from .base import Params, resolve_seed
 
 __all__ = ["AdversarialAugment", "Attack"]
-
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class AdversarialAugment:
@@ -43,15 +45,19 @@ class AdversarialAugment:
         fraction: the share ``ρ ∈ [0, 1]`` of each batch that is replaced (``round(ρ N)``
             samples, chosen uniformly without replacement).
         bounds: the value range; inputs are checked against it and attack outputs clamped.
-        seed: seed of the owned generator (used when no ``generator`` is passed).
+        seed: seed of the owned generator (used when no ``generator`` is passed); ``None`` (the
+            default) draws a fresh one from PyTorch's global generator, as for
+            :class:`~advbook.augment.base.Transform`.
         check_bounds: verify that inputs lie in ``bounds`` (one host synchronisation).
 
     Calling it as ``aug(model, x, y, *, generator=None, params=None, return_params=False)``
-    runs the attack on the selected samples with the model in **eval** mode (so BatchNorm
+    runs the attack on the selected samples with every sub-module in **eval** mode (so BatchNorm
     statistics and dropout are untouched) and with ``requires_grad`` switched off on the
-    model's parameters (so no ``.grad`` is left on them); both are restored afterwards, also
-    when the attack raises. The result is detached. Parameters: ``index (k)`` int64, the
-    replaced positions; passing them back with the same attack replays the call.
+    model's parameters (so no ``.grad`` is left on them); each sub-module's own ``training``
+    flag and each parameter's ``requires_grad`` are restored afterwards (a layer the caller
+    froze in eval mode stays in eval mode), also when the attack raises. The result is detached.
+    Parameters: ``index (k)`` int64, the replaced positions; passing them back with the same
+    attack replays the call.
     """
 
     def __init__(
@@ -60,7 +66,7 @@ class AdversarialAugment:
         fraction: float = 0.5,
         *,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         if not callable(attack):
@@ -68,9 +74,9 @@ class AdversarialAugment:
         self.attack = attack
         self.fraction = check_fraction(fraction, "fraction")
         self.bounds = check_bounds_arg(bounds)
-        self.seed = check_nonneg_int(seed, "seed")
+        self.seed = resolve_seed(seed)
         self.check_bounds = bool(check_bounds)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = generator_from_seed(self.seed)
 
     def num_replaced(self, batch_size: int) -> int:
         """``k = round(ρ N)``, the number of samples replaced in a batch of ``N``."""
@@ -81,7 +87,7 @@ class AdversarialAugment:
     ) -> Params:
         """Draw the replaced positions ``index`` (``k`` distinct indices in ``[0, N)``)."""
         check_generator(generator)
-        batch_size = check_nonneg_int(batch_size, "batch_size", minimum=1)
+        batch_size = check_positive_int(batch_size, "batch_size")
         g = generator if generator is not None else self.generator
         k = self.num_replaced(batch_size)
         perm = torch.randperm(batch_size, generator=g, device=g.device)
@@ -99,7 +105,7 @@ class AdversarialAugment:
                 f"{tuple(x.shape)} and y {tuple(y.shape)}"
             )
         if self.check_bounds:
-            check_in_bounds(x, self.bounds)
+            check_in_bounds(x, self.bounds, "AdversarialAugment")
 
     def _check_params(self, params: Mapping[str, torch.Tensor], n: int) -> torch.Tensor:
         if not isinstance(params, Mapping) or set(params) != {"index"}:
@@ -115,7 +121,7 @@ class AdversarialAugment:
             )
         if k and not bool(((index >= 0) & (index < n)).all()):
             raise ValueError(f"params['index'] must lie in [0, {n})")
-        if index.unique().numel() != k:
+        if torch.unique(index).numel() != k:
             raise ValueError("params['index'] must not repeat positions")
         return index
 
@@ -160,18 +166,8 @@ class AdversarialAugment:
         return (out, {"index": index}) if return_params else out
 
     def _run_attack(self, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        was_training = model.training
-        flags = [(p, p.requires_grad) for p in model.parameters()]
-        try:
-            model.eval()
-            for p, _ in flags:
-                p.requires_grad_(False)
-            with torch.enable_grad():
-                x_adv = self.attack(model, xs, ys)
-        finally:
-            for p, flag in flags:
-                p.requires_grad_(flag)
-            model.train(was_training)
+        with eval_mode(model, enable_grad=True), frozen_parameters(model):
+            x_adv = self.attack(model, xs, ys)
         if not isinstance(x_adv, torch.Tensor):
             raise TypeError(f"the attack must return a tensor, got {type(x_adv).__name__}")
         if x_adv.shape != xs.shape:

@@ -19,7 +19,7 @@ parameters (angle 0, noise level 0, …) are returned exactly unchanged:
     out_i = x_i                 if not apply_i or θ_i = identity
     out_i = clip(T(x_i; θ_i))   otherwise.
 
-Derived in the book, section ``sec-augment-protocol`` of chapter *Neural data augmentation*.
+Derived in the book, section :ref:`sec-augment-protocol` of chapter *Neural data augmentation*.
 """
 
 from __future__ import annotations
@@ -30,19 +30,27 @@ from typing import Literal, overload
 
 import torch
 
-from .._validation import check_bounds as check_bounds_arg  # check_bounds: a keyword argument
-from .._validation import check_fraction, check_generator, check_nonneg_int, check_tensor
+from .._core.checks import check_bounds as check_bounds_arg
+from .._core.checks import (  # check_bounds: a keyword argument
+    check_fraction,
+    check_generator,
+    check_in_bounds,
+    check_nonneg_int,
+    check_positive_int,
+    check_tensor,
+)
+from .._core.random import fresh_seed, generator_from_seed, rand_on
+from .._core.types import Bounds
 
 __all__ = ["Bounds", "Compose", "Identity", "Params", "RepeatChannels", "Transform"]
 
 Params = dict[str, torch.Tensor]
-Bounds = tuple[float, float]
 Shape4 = tuple[int, int, int, int]
 
 
 # ----------------------------------------------------------------------------------------------
 # validation and sampling helpers shared by the transform modules (the generic argument checks
-# live in advbook._validation)
+# live in advbook._core.checks, the seeded draws in advbook._core.random)
 # ----------------------------------------------------------------------------------------------
 def check_range(
     value: float | Sequence[float],
@@ -83,14 +91,9 @@ def uniform(u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
     return a + (b - a) * u
 
 
-def rand(generator: torch.Generator, *size: int, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Uniform draws in ``[0, 1)`` of shape ``size`` from ``generator``, on its device."""
-    return torch.rand(*size, generator=generator, device=generator.device, dtype=dtype)
-
-
 def sample_uniform(generator: torch.Generator, n: int, bounds: tuple[float, float]) -> torch.Tensor:
     """One draw from ``U[a, b)`` per sample of a batch of ``n``, on the generator's device."""
-    return uniform(rand(generator, n), bounds)
+    return uniform(rand_on(generator, n), bounds)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -105,27 +108,22 @@ def _check_shape(shape: Sequence[int]) -> Shape4:
         raise TypeError(f"shape must be a sequence of 4 ints (N, C, H, W), got {shape!r}") from None
     if len(dims) != 4 or any(d <= 0 for d in dims):
         raise ValueError(f"expected a non-empty batch shaped N×C×H×W, got shape {tuple(shape)}")
-    return dims  # type: ignore[return-value]
+    return dims[0], dims[1], dims[2], dims[3]
 
 
-def check_in_bounds(x: torch.Tensor, bounds: Bounds) -> None:
-    """Raise ``ValueError`` unless ``lo − tol <= x <= hi + tol`` everywhere (``tol = 1e-5 r``).
-
-    One pass (:func:`torch.aminmax`) and one host synchronisation; NaN fails the check.
-    """
-    lo, hi = bounds
-    tol = 1e-5 * (hi - lo)
-    with torch.no_grad():
-        xmin, xmax = torch.stack(torch.aminmax(x.detach())).tolist()
-    if not (xmin >= lo - tol and xmax <= hi + tol):
-        raise ValueError(
-            f"x must lie inside bounds {bounds} (and contain no NaN), got values in "
-            f"[{xmin:.4g}, {xmax:.4g}]; pass bounds=... if your data uses another range"
-        )
+def resolve_seed(seed: int | None) -> int:
+    """The seed to use: ``seed`` itself (checked to be an int ``>= 0``), or for ``None`` a fresh
+    one drawn from PyTorch's global generator (see :func:`advbook._core.random.fresh_seed`)."""
+    if seed is None:
+        return fresh_seed()
+    return check_nonneg_int(seed, "seed")
 
 
-def _move(params: Mapping[str, torch.Tensor], device: torch.device | None,
-          dtype: torch.dtype | None) -> Params:
+def _to_device(
+    params: Mapping[str, torch.Tensor],
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> Params:
     """Move ``params`` to ``device``; floating tensors are also cast to ``dtype``."""
     out: Params = {}
     for key, t in params.items():
@@ -145,7 +143,11 @@ class Transform:
     Args:
         p: probability that a sample is transformed (drawn independently per sample).
         bounds: the value range ``(low, high)`` of inputs and outputs.
-        seed: seed of the generator the transform owns, used when no ``generator`` is passed.
+        seed: seed of the generator the transform owns, used when no ``generator`` is passed;
+            ``None`` (the default) draws a fresh seed from PyTorch's global generator, so
+            ``torch.manual_seed`` (or :func:`advbook.utils.seed_everything`) before construction
+            makes runs repeat while two transforms draw independent streams. ``self.seed`` holds
+            the seed actually used.
         check_bounds: verify that inputs lie in ``bounds`` (one host synchronisation per call;
             switch off in tight GPU loops once the pipeline is trusted).
 
@@ -159,14 +161,14 @@ class Transform:
         *,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         self.p = check_fraction(p, "p (a probability)")
         self.bounds = check_bounds_arg(bounds)
-        self.seed = check_nonneg_int(seed, "seed")
+        self.seed = resolve_seed(seed)
         self.check_bounds = bool(check_bounds)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = generator_from_seed(self.seed)
 
     # -- hooks for subclasses ------------------------------------------------------------------
     def out_channels_for(self, channels: int) -> int:
@@ -190,7 +192,7 @@ class Transform:
 
     # -- machinery -----------------------------------------------------------------------------
     def _draw(self, shape: Shape4, generator: torch.Generator) -> Params:
-        apply = rand(generator, shape[0]) < self.p
+        apply = rand_on(generator, shape[0]) < self.p
         return {"apply": apply, **self._sample(shape, generator)}
 
     def _identity_all(self, shape: Shape4) -> Params:
@@ -212,7 +214,7 @@ class Transform:
         shape = _check_shape(x.shape)
         self._validate_shape(shape)
         if self.check_bounds:
-            check_in_bounds(x, self.bounds)
+            check_in_bounds(x, self.bounds, type(self).__name__)
         return shape
 
     def _check_params(
@@ -242,7 +244,7 @@ class Transform:
             if ref.is_floating_point() != t.is_floating_point():
                 kind = "a floating-point" if ref.is_floating_point() else "an integer"
                 raise TypeError(f"params[{key!r}] must have {kind} dtype, got {t.dtype}")
-        return _move({k: params[k] for k in expected}, x.device, compute_dtype(x.dtype))
+        return _to_device({k: params[k] for k in expected}, x.device, compute_dtype(x.dtype))
 
     # -- public API ----------------------------------------------------------------------------
     def sample_params(
@@ -262,7 +264,7 @@ class Transform:
         dims = _check_shape(shape)
         self._validate_shape(dims)
         params = self._draw(dims, generator if generator is not None else self.generator)
-        return _move(params, torch.device(device) if device is not None else None, dtype)
+        return _to_device(params, torch.device(device) if device is not None else None, dtype)
 
     def identity_params(
         self, shape: Sequence[int], *, device: torch.device | str | None = None
@@ -270,7 +272,7 @@ class Transform:
         """Parameters under which every sample of a batch of ``shape`` is left unchanged."""
         dims = _check_shape(shape)
         self._validate_shape(dims)
-        return _move(self._identity_all(dims), device, None)
+        return _to_device(self._identity_all(dims), device, None)
 
     @overload
     def __call__(
@@ -305,7 +307,7 @@ class Transform:
         shape = self._check_input(x)
         if params is None:
             g = generator if generator is not None else self.generator
-            checked = _move(self._draw(shape, g), x.device, compute_dtype(x.dtype))
+            checked = _to_device(self._draw(shape, g), x.device, compute_dtype(x.dtype))
         else:
             checked = self._check_params(params, x, shape)
         out = self._apply(x, checked)
@@ -343,11 +345,11 @@ class RepeatChannels(Transform):
         *,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
-        self.out_channels = check_nonneg_int(out_channels, "out_channels", minimum=1)
+        self.out_channels = check_positive_int(out_channels, "out_channels")
 
     def out_channels_for(self, channels: int) -> int:
         return self.out_channels
@@ -380,7 +382,7 @@ class Compose(Transform):
     of the call (or the Compose's own), so a Compose with a fixed seed is reproducible.
     Inputs are validated once, against the Compose's ``bounds``; each child clamps into its own.
 
-    Derived in the book, section ``sec-augment-protocol`` of chapter *Neural data augmentation*.
+    Derived in the book, section :ref:`sec-augment-protocol` of chapter *Neural data augmentation*.
     """
 
     def __init__(
@@ -388,7 +390,7 @@ class Compose(Transform):
         transforms: Sequence[Transform],
         *,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=1.0, bounds=bounds, seed=seed, check_bounds=check_bounds)

@@ -13,7 +13,7 @@ batch at once by comparing index grids with the boxes.
 Every transform here also takes the keyword arguments ``p``, ``bounds``, ``seed`` and
 ``check_bounds`` of :class:`~advbook.augment.base.Transform`.
 
-Derived in the book, section ``sec-augment-erasing`` of chapter *Neural data augmentation*.
+Derived in the book, section :ref:`sec-augment-erasing` of chapter *Neural data augmentation*.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .._validation import check_fraction
-from .base import Params, Shape4, Transform, check_range, rand, uniform
+from .._core.checks import check_fraction
+from .._core.random import rand_on
+from .base import Params, Shape4, Transform, check_range, uniform
 
 __all__ = ["Cutout", "RandomErasing"]
 
@@ -50,7 +51,7 @@ class RandomErasing(Transform):
         *,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
@@ -68,7 +69,7 @@ class RandomErasing(Transform):
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
         n, _, h, w = shape
-        u = rand(generator, n, 5, dtype=torch.float64)
+        u = rand_on(generator, n, 5, dtype=torch.float64)
         area = uniform(u[:, 0], self.scale) * (h * w)
         rho = torch.exp(uniform(u[:, 1], (math.log(self.ratio[0]), math.log(self.ratio[1]))))
         bh = torch.sqrt(area * rho).round().clamp(0, h)
@@ -115,7 +116,7 @@ class Cutout(RandomErasing):
         *,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         size = check_fraction(size, "size")

@@ -23,7 +23,7 @@ centres ``g_out = ((2k + 1)/W − 1, (2l + 1)/H − 1)`` (the ``align_corners=Fa
 Every transform here also takes the keyword arguments ``p``, ``bounds``, ``seed`` and
 ``check_bounds`` of :class:`~advbook.augment.base.Transform`.
 
-Derived in the book, section ``sec-augment-geometric`` of chapter *Neural data augmentation*.
+Derived in the book, section :ref:`sec-augment-geometric` of chapter *Neural data augmentation*.
 """
 
 from __future__ import annotations
@@ -34,12 +34,57 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_choice
-from .base import Params, Shape4, Transform, check_range, rand, uniform
+from .._core.checks import check_choice
+from .._core.random import rand_on
+from .base import Params, Shape4, Transform, check_range, uniform
 
 __all__ = ["RandomAffine", "RandomRotation", "affine_grid", "affine_theta"]
 
 _PADDING = {"constant": "zeros", "border": "border", "reflection": "reflection"}
+
+
+Range = tuple[float, float]
+
+
+def _translate_ranges(translate: float | Sequence[float]) -> tuple[Range, Range]:
+    """The ranges of ``t_x`` and ``t_y``: a number ``a`` means ``(a, a)``, else a pair."""
+    pair: tuple[float | Sequence[float], ...]
+    if isinstance(translate, int | float):  # a bool is rejected by check_range
+        pair = (translate, translate)
+    else:
+        pair = tuple(translate)
+    if len(pair) != 2:
+        raise ValueError(f"translate must be a number or a pair (a, b), got {translate!r}")
+    tx, ty = (check_range(t, "translate", symmetric=True, low=-1, high=1) for t in pair)
+    return tx, ty
+
+
+def _scale_ranges(scale: Sequence[float]) -> tuple[Range, Range | None]:
+    """The ranges of ``s_x`` and ``s_y`` (``None``: isotropic, ``s_y = s_x``)."""
+    bounds = tuple(scale)
+    if len(bounds) not in (2, 4):
+        raise ValueError(f"scale must be (lo, hi) or (lo_x, hi_x, lo_y, hi_y), got {scale!r}")
+    scale_x = check_range(bounds[:2], "scale", low=1e-6)
+    scale_y = check_range(bounds[2:], "scale", low=1e-6) if len(bounds) == 4 else None
+    return scale_x, scale_y
+
+
+def _shear_ranges(shear: float | Sequence[float]) -> tuple[Range, Range]:
+    """The ranges of the x and y shear angles (degrees, each inside ``(−90°, 90°)``)."""
+    if isinstance(shear, int | float):  # a bool is rejected by check_range
+        shear_x, shear_y = check_range(shear, "shear", symmetric=True), (0.0, 0.0)
+    else:
+        bounds = tuple(shear)
+        if len(bounds) not in (2, 4):
+            raise ValueError(
+                f"shear must be a number, (lo, hi) or (lo_x, hi_x, lo_y, hi_y), got {shear!r}"
+            )
+        shear_x = check_range(bounds[:2], "shear")
+        shear_y = check_range(bounds[2:], "shear") if len(bounds) == 4 else (0.0, 0.0)
+    for low, high in (shear_x, shear_y):
+        if low <= -90 or high >= 90:
+            raise ValueError(f"shear angles must lie in (−90°, 90°), got {shear!r}")
+    return shear_x, shear_y
 
 
 def affine_theta(params: Mapping[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
@@ -116,38 +161,14 @@ class RandomAffine(Transform):
         fill: float = 0.0,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
         self.degrees = check_range(degrees, "degrees", symmetric=True)
-        if isinstance(translate, (int, float)) and not isinstance(translate, bool):
-            translate = (translate, translate)
-        tr = tuple(translate)
-        if len(tr) != 2:
-            raise ValueError(f"translate must be a number or a pair (a, b), got {translate!r}")
-        self.translate = tuple(check_range(t, "translate", symmetric=True, low=-1, high=1)
-                               for t in tr)
-        sc = tuple(scale)
-        if len(sc) not in (2, 4):
-            raise ValueError(f"scale must be (lo, hi) or (lo_x, hi_x, lo_y, hi_y), got {scale!r}")
-        sx = check_range(sc[:2], "scale", low=1e-6)
-        sy = check_range(sc[2:], "scale", low=1e-6) if len(sc) == 4 else None
-        self.scale_x, self.scale_y = sx, sy
-        if isinstance(shear, (int, float)) and not isinstance(shear, bool):
-            shx, shy = check_range(shear, "shear", symmetric=True), (0.0, 0.0)
-        else:
-            sh = tuple(shear)
-            if len(sh) not in (2, 4):
-                raise ValueError(
-                    f"shear must be a number, (lo, hi) or (lo_x, hi_x, lo_y, hi_y), got {shear!r}"
-                )
-            shx = check_range(sh[:2], "shear")
-            shy = check_range(sh[2:], "shear") if len(sh) == 4 else (0.0, 0.0)
-        for name, (a, b) in (("shear", shx), ("shear", shy)):
-            if a <= -90 or b >= 90:
-                raise ValueError(f"{name} angles must lie in (−90°, 90°), got {shear!r}")
-        self.shear_x, self.shear_y = shx, shy
+        self.translate = _translate_ranges(translate)
+        self.scale_x, self.scale_y = _scale_ranges(scale)
+        self.shear_x, self.shear_y = _shear_ranges(shear)
         check_choice(mode, "mode", ("bilinear", "nearest"))
         check_choice(padding_mode, "padding_mode", tuple(sorted(_PADDING)))
         lo, hi = self.bounds
@@ -160,7 +181,7 @@ class RandomAffine(Transform):
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
         n = shape[0]
-        u = rand(generator, n, 7)
+        u = rand_on(generator, n, 7)
         angle = uniform(u[:, 0], self.degrees)
         sx = uniform(u[:, 1], self.scale_x)
         sy = uniform(u[:, 2], self.scale_y) if self.scale_y is not None else sx
@@ -169,7 +190,7 @@ class RandomAffine(Transform):
             [uniform(u[:, 5], self.translate[0]), uniform(u[:, 6], self.translate[1])], -1
         )
         if self.random_sign:
-            sign = rand(generator, n, 5).lt(0.5)
+            sign = rand_on(generator, n, 5).lt(0.5)
             sign = 1.0 - 2.0 * sign.to(u.dtype)
             angle = angle * sign[:, 0]
             shear = shear * sign[:, 1:3]
@@ -230,7 +251,7 @@ class RandomRotation(RandomAffine):
         fill: float = 0.0,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(

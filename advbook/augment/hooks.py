@@ -9,7 +9,7 @@ where a :class:`~advbook.augment.base.Transform` stage is called as ``T(x)`` (wi
 and an :class:`~advbook.augment.adversarial.AdversarialAugment` stage as ``T(model, x, y)``.
 It acts only while the model is in train mode, so the same hook never alters evaluation.
 
-Derived in the book, section ``sec-augment-protocol`` of chapter *Neural data augmentation*.
+Derived in the book, section :ref:`sec-augment-protocol` of chapter *Neural data augmentation*.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_generator
+from .._core.checks import check_generator
 from ..train import BatchHook
 from .adversarial import AdversarialAugment
 from .base import Transform

@@ -11,7 +11,7 @@
 Every transform here also takes the keyword arguments ``p``, ``bounds``, ``seed`` and
 ``check_bounds`` of :class:`~advbook.augment.base.Transform`.
 
-Derived in the book, section ``sec-augment-noise`` of chapter *Neural data augmentation*.
+Derived in the book, section :ref:`sec-augment-noise` of chapter *Neural data augmentation*.
 """
 
 from __future__ import annotations
@@ -22,14 +22,17 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_nonneg_int
+from .._core.checks import check_positive_int
 from .base import Params, Shape4, Transform, check_range, sample_uniform
 
-__all__ = ["GaussianBlur", "GaussianNoise", "gaussian_kernels"]
+__all__ = ["GaussianBlur", "RandomGaussianNoise", "gaussian_kernels"]
 
 
-class GaussianNoise(Transform):
+class RandomGaussianNoise(Transform):
     """Additive Gaussian noise ``x' = x + σ·(hi − lo)·z`` with ``σ ~ U(sigma)`` per sample.
+
+    (Kornia's name; not the noise *layer* :class:`advbook.noise.GaussianNoise`. The old name
+    ``advbook.augment.GaussianNoise`` still works but is deprecated.)
 
     Parameters: ``sigma (N)``, ``noise (N×C×H×W)`` (the standard-normal draw ``z``).
     """
@@ -40,7 +43,7 @@ class GaussianNoise(Transform):
         *,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
@@ -62,7 +65,7 @@ class GaussianNoise(Transform):
         return x + params["sigma"].view(-1, 1, 1, 1) * (hi - lo) * params["noise"]
 
     def __repr__(self) -> str:
-        return f"GaussianNoise(sigma={self.sigma}, p={self.p})"
+        return f"RandomGaussianNoise(sigma={self.sigma}, p={self.p})"
 
 
 def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
@@ -135,14 +138,14 @@ class GaussianBlur(Transform):
         radius: int | None = None,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
         self.sigma = check_range(sigma, "sigma", low=0.0)
         if radius is None:
             radius = max(1, math.ceil(3 * self.sigma[1]))
-        self.radius = check_nonneg_int(radius, "radius", minimum=1)
+        self.radius = check_positive_int(radius, "radius")
 
     def _validate_shape(self, shape: Shape4) -> None:
         if self.radius >= min(shape[2], shape[3]):

@@ -15,7 +15,7 @@ With bounds ``(lo, hi)`` and ``r = hi − lo``, per sample ``i``:
 Every transform here also takes the keyword arguments ``p``, ``bounds``, ``seed`` and
 ``check_bounds`` of :class:`~advbook.augment.base.Transform`.
 
-Derived in the book, section ``sec-augment-photometric`` of chapter *Neural data augmentation*.
+Derived in the book, section :ref:`sec-augment-photometric` of chapter *Neural data augmentation*.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_nonneg_int
-from .base import Params, Shape4, Transform, check_range, rand, sample_uniform, uniform
+from .._core.checks import check_positive_int
+from .._core.random import rand_on
+from .base import Params, Shape4, Transform, check_range, sample_uniform, uniform
 
 __all__ = [
     "RandomBackground",
@@ -40,7 +41,7 @@ __all__ = [
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def _col(t: torch.Tensor) -> torch.Tensor:
+def _per_sample(t: torch.Tensor) -> torch.Tensor:
     """Per-sample scalars ``(N,)`` as ``N×1×1×1`` for broadcasting over images."""
     return t.view(-1, 1, 1, 1)
 
@@ -58,7 +59,7 @@ class RandomBrightness(Transform):
         *,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
@@ -75,7 +76,7 @@ class RandomBrightness(Transform):
 
     def _transform(self, x: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         lo, hi = self.bounds
-        return x + _col(params["brightness"]) * (hi - lo)
+        return x + _per_sample(params["brightness"]) * (hi - lo)
 
     def __repr__(self) -> str:
         return f"RandomBrightness(delta={self.delta}, p={self.p})"
@@ -93,7 +94,7 @@ class RandomContrast(Transform):
         *,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
@@ -109,7 +110,7 @@ class RandomContrast(Transform):
         return params["contrast"] == 1
 
     def _transform(self, x: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        c = _col(params["contrast"])
+        c = _per_sample(params["contrast"])
         return c * x + (1 - c) * x.mean(dim=(1, 2, 3), keepdim=True)
 
     def __repr__(self) -> str:
@@ -128,7 +129,7 @@ class RandomGamma(Transform):
         *,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
@@ -147,7 +148,7 @@ class RandomGamma(Transform):
     def _transform(self, x: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         lo, hi = self.bounds
         r = hi - lo
-        return lo + r * ((x - lo) / r).clamp(0, 1).pow(_col(params["gamma"]))
+        return lo + r * ((x - lo) / r).clamp(0, 1).pow(_per_sample(params["gamma"]))
 
     def __repr__(self) -> str:
         return f"RandomGamma(gamma={self.gamma}, p={self.p})"
@@ -189,19 +190,19 @@ class RandomBackground(Transform):
         grid: int = 4,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
         self.intensity = check_range(intensity, "intensity", low=0.0, high=1.0)
         self.texture = check_range(texture, "texture", low=0.0, high=1.0)
         self.ink = check_range(ink, "ink", low=0.0, high=1.0)
-        self.grid = check_nonneg_int(grid, "grid", minimum=1)
+        self.grid = check_positive_int(grid, "grid")
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
         n, g = shape[0], self.grid
-        u = rand(generator, n, 3)
-        coarse = rand(generator, n, 1, g, g)
+        u = rand_on(generator, n, 3)
+        coarse = rand_on(generator, n, 1, g, g)
         return {
             "intensity": uniform(u[:, 0], self.intensity),
             "amplitude": uniform(u[:, 1], self.texture),
@@ -226,9 +227,9 @@ class RandomBackground(Transform):
         r = hi - lo
         alpha = ((x - lo) / r).clamp(0, 1)
         tex = _texture(params["texture"], x.shape[2], x.shape[3])
-        bg = (_col(params["intensity"]) + _col(params["amplitude"]) * tex).clamp(0, 1)
+        bg = (_per_sample(params["intensity"]) + _per_sample(params["amplitude"]) * tex).clamp(0, 1)
         # lo + r (α k + (1 − α) B) = (lo + r B) + α · r (k − B)
-        return torch.addcmul(lo + r * bg, alpha, r * (_col(params["ink"]) - bg))
+        return torch.addcmul(lo + r * bg, alpha, r * (_per_sample(params["ink"]) - bg))
 
     def __repr__(self) -> str:
         return (f"RandomBackground(intensity={self.intensity}, texture={self.texture}, "
@@ -258,7 +259,7 @@ class RandomColorBackground(Transform):
         out_channels: int = 3,
         p: float = 1.0,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
@@ -279,7 +280,7 @@ class RandomColorBackground(Transform):
             )
 
     def _sample(self, shape: Shape4, generator: torch.Generator) -> Params:
-        u = rand(generator, shape[0], 6)
+        u = rand_on(generator, shape[0], 6)
         return {
             "background": uniform(u[:, :3], self.background),
             "foreground": uniform(u[:, 3:], self.foreground),

@@ -10,21 +10,30 @@
   domains of the chapter: rotated, scaled, sheared, coloured background, noisy, blurred, and a
   held-out combination of several factors at once.
 
-Derived in the book, sections ``sec-augment-domain-randomization`` and
-``sec-augment-randaugment`` of chapter *Neural data augmentation*.
+Derived in the book, sections :ref:`sec-augment-domain-randomization` and
+:ref:`sec-augment-randaugment` of chapter *Neural data augmentation*.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
-from .._validation import check_float_in, check_nonneg_int
-from .base import Compose, Identity, Params, RepeatChannels, Shape4, Transform, rand
+from .._core.checks import check_float_in, check_nonneg_int
+from .._core.random import generator_from_seed, rand_on
+from .base import (
+    Compose,
+    Identity,
+    Params,
+    RepeatChannels,
+    Shape4,
+    Transform,
+    resolve_seed,
+)
 from .erasing import RandomErasing
 from .geometric import RandomAffine
-from .noise import GaussianBlur, GaussianNoise
+from .noise import GaussianBlur, RandomGaussianNoise
 from .photometric import (
     RandomBackground,
     RandomBrightness,
@@ -56,6 +65,22 @@ DOMAIN_SHIFTS: tuple[str, ...] = (
 )
 
 
+_SEED_RANGE = 2**63 - 1
+
+
+def _stage_seeds(seed: int) -> Iterator[int]:
+    """Seeds for the stages of a preset, drawn from a generator seeded with ``seed``.
+
+    The stages of a preset draw from the preset's generator when it is called; their own
+    generators only matter when a stage is used on its own. Deriving their seeds from the
+    preset's keeps the global generator untouched (one draw at most, for ``seed=None``) and
+    gives every stage an independent stream.
+    """
+    generator = generator_from_seed(seed)
+    while True:
+        yield int(torch.randint(0, _SEED_RANGE, (), generator=generator, dtype=torch.int64))
+
+
 def _check_out_channels(out_channels: int) -> None:
     if isinstance(out_channels, bool) or out_channels not in (1, 3):
         raise ValueError(f"out_channels must be 1 or 3, got {out_channels!r}")
@@ -70,7 +95,7 @@ class RandAugment(Compose):
     parameter, so the parameters replay exactly like those of :class:`Compose`. Every op runs on
     the whole batch and keeps only its chosen samples — no per-sample Python loop.
 
-    Derived in the book, section ``sec-augment-randaugment`` of chapter *Neural data
+    Derived in the book, section :ref:`sec-augment-randaugment` of chapter *Neural data
     augmentation*.
     """
 
@@ -80,7 +105,7 @@ class RandAugment(Compose):
         n: int = 2,
         *,
         bounds: Sequence[float] = (0.0, 1.0),
-        seed: int = 0,
+        seed: int | None = None,
         check_bounds: bool = True,
     ) -> None:
         super().__init__(ops, bounds=bounds, seed=seed, check_bounds=check_bounds)
@@ -100,7 +125,7 @@ class RandAugment(Compose):
 
     def _draw(self, shape: Shape4, generator: torch.Generator) -> Params:
         n_ops = len(self.transforms)
-        scores = rand(generator, shape[0], n_ops)
+        scores = rand_on(generator, shape[0], n_ops)
         chosen = torch.zeros(shape[0], n_ops, dtype=torch.bool, device=generator.device)
         chosen.scatter_(1, scores.argsort(dim=1)[:, : self.n], True)
         params: Params = {}
@@ -115,51 +140,55 @@ class RandAugment(Compose):
         return f"RandAugment(n={self.n}, ops=[\n  {inner}\n])"
 
 
-def rand_augment_ops(m: float = 5.0) -> list[Transform]:
+def rand_augment_ops(m: float = 5.0, *, seed: int | None = None) -> list[Transform]:
     """The operations of :func:`rand_augment` at magnitude ``m ∈ [0, 10]``, ``f = m/10``.
 
     Signed factors are drawn uniformly in ``±f·max``, unsigned ones in ``[0, f·max]``: identity,
     rotation (max 30°), x-shear and y-shear (30°), x- and y-translation (0.3 of the side),
     zoom (``1 ± 0.4``), brightness (0.4), contrast (``1 ± 0.8``), gamma (``[1/(1+2f), 1+2f]``),
     Gaussian noise (σ ≤ 0.3), blur (σ ≤ 1.5 px), erasing (area ≤ 0.25) and a textured
-    background (intensity ≤ 0.5).
+    background (intensity ≤ 0.5). The operations' own seeds derive from ``seed`` (default: a
+    fresh one, see :class:`~advbook.augment.base.Transform`).
     """
     f = check_float_in(m, "magnitude m", 0.0, 10.0) / 10.0
+    seeds = _stage_seeds(resolve_seed(seed))
     return [
-        Identity(),
-        RandomAffine(degrees=30 * f),
-        RandomAffine(shear=30 * f),
-        RandomAffine(shear=(0.0, 0.0, -30 * f, 30 * f)),
-        RandomAffine(translate=(0.3 * f, 0.0)),
-        RandomAffine(translate=(0.0, 0.3 * f)),
-        RandomAffine(scale=(1 - 0.4 * f, 1 + 0.4 * f)),
-        RandomBrightness(0.4 * f),
-        RandomContrast((1 - 0.8 * f, 1 + 0.8 * f)),
-        RandomGamma((1 / (1 + 2 * f), 1 + 2 * f)),
-        GaussianNoise((0.0, 0.3 * f)),
-        GaussianBlur((0.0, 1.5 * f), radius=max(1, round(4.5 * f + 0.5))),
-        RandomErasing(scale=(0.0, 0.25 * f), ratio=(0.5, 2.0)),
-        RandomBackground(intensity=(0.0, 0.5 * f), texture=(0.0, 0.3 * f)),
+        Identity(seed=next(seeds)),
+        RandomAffine(degrees=30 * f, seed=next(seeds)),
+        RandomAffine(shear=30 * f, seed=next(seeds)),
+        RandomAffine(shear=(0.0, 0.0, -30 * f, 30 * f), seed=next(seeds)),
+        RandomAffine(translate=(0.3 * f, 0.0), seed=next(seeds)),
+        RandomAffine(translate=(0.0, 0.3 * f), seed=next(seeds)),
+        RandomAffine(scale=(1 - 0.4 * f, 1 + 0.4 * f), seed=next(seeds)),
+        RandomBrightness(0.4 * f, seed=next(seeds)),
+        RandomContrast((1 - 0.8 * f, 1 + 0.8 * f), seed=next(seeds)),
+        RandomGamma((1 / (1 + 2 * f), 1 + 2 * f), seed=next(seeds)),
+        RandomGaussianNoise((0.0, 0.3 * f), seed=next(seeds)),
+        GaussianBlur((0.0, 1.5 * f), radius=max(1, round(4.5 * f + 0.5)), seed=next(seeds)),
+        RandomErasing(scale=(0.0, 0.25 * f), ratio=(0.5, 2.0), seed=next(seeds)),
+        RandomBackground(intensity=(0.0, 0.5 * f), texture=(0.0, 0.3 * f), seed=next(seeds)),
     ]
 
 
-def rand_augment(n: int = 2, m: float = 5.0, *, seed: int = 0) -> RandAugment:
+def rand_augment(n: int = 2, m: float = 5.0, *, seed: int | None = None) -> RandAugment:
     """RandAugment-style policy: ``n`` random operations per sample at magnitude ``m ∈ [0, 10]``.
 
-    See :func:`rand_augment_ops` for the operations and their ranges.
+    See :func:`rand_augment_ops` for the operations and their ranges; ``seed=None`` draws a
+    fresh seed (see :class:`~advbook.augment.base.Transform`).
     """
-    check_nonneg_int(seed, "seed")
-    return RandAugment(rand_augment_ops(m), n, seed=seed)
+    seed = resolve_seed(seed)
+    return RandAugment(rand_augment_ops(m, seed=seed), n, seed=seed)
 
 
-def mild_augmentation(*, seed: int = 0) -> Compose:
+def mild_augmentation(*, seed: int | None = None) -> Compose:
     """Classic mild MNIST augmentation: rotation ±10°, shifts ±10 %, zoom 0.9–1.1."""
-    check_nonneg_int(seed, "seed")
-    return Compose([RandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1))], seed=seed)
+    seed = resolve_seed(seed)
+    stage = RandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1), seed=next(_stage_seeds(seed)))
+    return Compose([stage], seed=seed)
 
 
 def domain_randomization(
-    strength: float = 1.0, *, out_channels: int = 1, seed: int = 0
+    strength: float = 1.0, *, out_channels: int = 1, seed: int | None = None
 ) -> Compose:
     """Domain randomisation for light-on-dark digits; every range scales with ``strength ∈ [0, 2]``.
 
@@ -176,61 +205,63 @@ def domain_randomization(
     """
     s = check_float_in(strength, "strength", 0.0, 2.0)
     _check_out_channels(out_channels)
-    check_nonneg_int(seed, "seed")
+    seed = resolve_seed(seed)
+    seeds = _stage_seeds(seed)
+    affine = RandomAffine(degrees=45 * s, translate=0.12 * s, scale=(1 - 0.4 * s, 1 + 0.25 * s),
+                          shear=30 * s, p=0.9, seed=next(seeds))
+    erasing = RandomErasing(scale=(0.0, 0.15 * s), ratio=(0.5, 2.0), p=0.25, seed=next(seeds))
     background: Transform
     if out_channels == 1:
         background = RandomBackground(
             intensity=(0.0, min(1.0, 0.6 * s)), texture=(0.0, min(1.0, 0.4 * s)),
-            ink=(1 - 0.3 * s, 1.0), p=0.7,
+            ink=(1 - 0.3 * s, 1.0), p=0.7, seed=next(seeds),
         )
     else:
         background = RandomColorBackground(
             background=(0.0, min(1.0, 0.6 * s)), foreground=(1 - 0.3 * s, 1.0), out_channels=3,
-            p=0.7,
+            p=0.7, seed=next(seeds),
         )
-    return Compose(
-        [
-            RandomAffine(degrees=45 * s, translate=0.12 * s, scale=(1 - 0.4 * s, 1 + 0.25 * s),
-                         shear=30 * s, p=0.9),
-            RandomErasing(scale=(0.0, 0.15 * s), ratio=(0.5, 2.0), p=0.25),
-            background,
-            RandomContrast((1 - 0.5 * s, 1 + 0.5 * s), p=0.5),
-            RandomGamma((1 / (1 + s), 1 + s), p=0.5),
-            RandomBrightness(0.2 * s, p=0.5),
-            GaussianBlur((0.0, 1.5 * s), radius=max(1, round(4.5 * s + 0.5)), p=0.4),
-            GaussianNoise((0.0, 0.3 * s), p=0.5),
-        ],
-        seed=seed,
-    )
+    photometric: list[Transform] = [
+        RandomContrast((1 - 0.5 * s, 1 + 0.5 * s), p=0.5, seed=next(seeds)),
+        RandomGamma((1 / (1 + s), 1 + s), p=0.5, seed=next(seeds)),
+        RandomBrightness(0.2 * s, p=0.5, seed=next(seeds)),
+        GaussianBlur((0.0, 1.5 * s), radius=max(1, round(4.5 * s + 0.5)), p=0.4,
+                     seed=next(seeds)),
+        RandomGaussianNoise((0.0, 0.3 * s), p=0.5, seed=next(seeds)),
+    ]
+    return Compose([affine, erasing, background, *photometric], seed=seed)
 
 
-def _domain(name: str, out_channels: int) -> list[Transform]:
-    colour = RandomColorBackground((0.0, 0.6), (0.7, 1.0), out_channels=out_channels)
+def _domain_stages(name: str, out_channels: int, seeds: Iterator[int]) -> list[Transform]:
+    """The stages of the test domain ``name``, seeded from ``seeds``."""
+    colour = RandomColorBackground((0.0, 0.6), (0.7, 1.0), out_channels=out_channels,
+                                   seed=next(seeds))
     if name == "clean":
-        return [Identity()]
+        return [Identity(seed=next(seeds))]
     if name == "rotated":
-        return [RandomAffine(degrees=(30, 45), random_sign=True)]
+        return [RandomAffine(degrees=(30, 45), random_sign=True, seed=next(seeds))]
     if name == "scaled":
-        return [RandomAffine(scale=(0.6, 0.7))]
+        return [RandomAffine(scale=(0.6, 0.7), seed=next(seeds))]
     if name == "sheared":
-        return [RandomAffine(shear=(20, 30), random_sign=True)]
+        return [RandomAffine(shear=(20, 30), random_sign=True, seed=next(seeds))]
     if name == "colored_background":
         return [colour]
     if name == "noisy":
-        return [GaussianNoise((0.2, 0.3))]
+        return [RandomGaussianNoise((0.2, 0.3), seed=next(seeds))]
     if name == "blurred":
-        return [GaussianBlur((1.0, 1.5))]
+        return [GaussianBlur((1.0, 1.5), seed=next(seeds))]
     if name == "held_out_combination":
         return [
-            RandomAffine(degrees=(15, 25), scale=(0.75, 0.85), random_sign=True),
+            RandomAffine(degrees=(15, 25), scale=(0.75, 0.85), random_sign=True,
+                         seed=next(seeds)),
             colour,
-            GaussianBlur((0.6, 0.9)),
-            GaussianNoise((0.05, 0.1)),
+            GaussianBlur((0.6, 0.9), seed=next(seeds)),
+            RandomGaussianNoise((0.05, 0.1), seed=next(seeds)),
         ]
     raise ValueError(f"unknown domain {name!r}; expected 'clean' or one of {DOMAIN_SHIFTS}")
 
 
-def domain_shift(name: str, *, out_channels: int = 1, seed: int = 0) -> Compose:
+def domain_shift(name: str, *, out_channels: int = 1, seed: int | None = None) -> Compose:
     """The test-domain shift ``name`` (``"clean"`` or one of ``DOMAIN_SHIFTS``).
 
     Every sample is shifted (``p = 1``); random magnitudes exclude mild values:
@@ -248,17 +279,22 @@ def domain_shift(name: str, *, out_channels: int = 1, seed: int = 0) -> Compose:
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     _check_out_channels(out_channels)
-    check_nonneg_int(seed, "seed")
-    stages = _domain(name, out_channels)
+    seed = resolve_seed(seed)
+    seeds = _stage_seeds(seed)
+    stages = _domain_stages(name, out_channels, seeds)
     if out_channels == 3 and name not in ("colored_background", "held_out_combination"):
-        stages.append(RepeatChannels(3))
+        stages.append(RepeatChannels(3, seed=next(seeds)))
     return Compose(stages, seed=seed)
 
 
 def evaluation_domains(
-    *, out_channels: int = 1, seed: int = 0, include_clean: bool = True
+    *, out_channels: int = 1, seed: int | None = None, include_clean: bool = True
 ) -> dict[str, Compose]:
-    """All test domains by name (``"clean"`` first when ``include_clean``), seeded distinctly."""
+    """All test domains by name (``"clean"`` first when ``include_clean``), seeded distinctly.
+
+    Domain ``i`` gets the seed ``seed + i``; ``seed=None`` draws a fresh ``seed`` first.
+    """
+    seed = resolve_seed(seed)
     names = (("clean",) if include_clean else ()) + DOMAIN_SHIFTS
     return {
         name: domain_shift(name, out_channels=out_channels, seed=seed + i)

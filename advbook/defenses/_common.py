@@ -1,49 +1,15 @@
-"""Model-mode guard, the attacks' perturbation helpers, the base class of the training recipes."""
+"""The base class of the training recipes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
-from .._validation import check_bounds, check_generator, check_nonneg_float
-from ..attacks._utils import _draw, per_sample, project
-from ..attacks._utils import steepest_ascent_direction as steepest_ascent
+from .._core.checks import check_bounds, check_generator, check_nonneg_float
 
-__all__ = [
-    "Recipe",
-    "eval_mode",
-    "per_sample",
-    "project",
-    "randn_like",
-    "steepest_ascent",
-]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode with gradients on; restore every module's flag afterwards.
-
-    Each sub-module gets its own ``training`` flag back (also when the body raises), so a model
-    with some layers deliberately frozen in eval mode comes back exactly as it was.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like ``x`` on its device and dtype (see the attacks' ``_draw``:
-    a seeded CPU generator gives the same noise for CPU and CUDA data)."""
-    return _draw("randn", x, generator)
+__all__ = ["Recipe"]
 
 
 class Recipe:

@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import NORMS, check_batch, check_choice, check_positive_float
+from .._core.checks import NORMS, check_batch, check_choice, check_positive_float
 from ..attacks import fgsm
-from ..distributed import unwrap
 from ._common import Recipe
 
 __all__ = ["FGSMATObjective", "fgsm_at_objective"]
@@ -29,16 +28,15 @@ class FGSMATObjective(Recipe):
     large an ``α``) is prone to *catastrophic overfitting*: within an epoch the model learns to
     defeat the single-step attack while its PGD accuracy collapses — watch for it with
     :class:`~advbook.defenses.CatastrophicOverfittingDetector`. Derived in the book, section
-    ``sec-fgsm-at`` of chapter *Adversarial training* (failure mode: section
-    ``sec-catastrophic-overfitting``).
+    :ref:`sec-fgsm-at` of chapter *Adversarial training* (failure mode: section
+    :ref:`sec-catastrophic-overfitting`).
 
     BatchNorm: ``x'`` is generated with the model in eval mode (running statistics used, not
     changed); the loss pass runs in the mode the model was called in (train mode under
     :func:`~advbook.train.fit`), so BatchNorm running statistics come from the **adversarial
     batch only**.
 
-    Calling ``objective(model, x, y)`` returns ``(loss, logits on x')``. Under
-    ``DistributedDataParallel`` the attack runs on the unwrapped module.
+    Calling ``objective(model, x, y)`` returns ``(loss, logits on x')``.
 
     Args:
         eps: radius of the ε-ball.
@@ -74,11 +72,11 @@ class FGSMATObjective(Recipe):
         return 1.25 * self.eps if self.random_start else self.eps
 
     def adversarial_examples(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """The one-step adversarial examples ``x'`` (detached), on the unwrapped model."""
+        """The one-step adversarial examples ``x'`` (detached)."""
         if self.eps == 0:
             return x.detach().clone()
         return fgsm(
-            unwrap(model), x, y, eps=self.eps, norm=self.norm, random_start=self.random_start,
+            model, x, y, eps=self.eps, norm=self.norm, random_start=self.random_start,
             alpha=self.step_size, bounds=self.bounds, generator=self.generator,
         )
 
@@ -106,7 +104,7 @@ def fgsm_at_objective(
 
     Loss ``CE(f_θ(x'), y)``, ``x' = clip(x + Π_ε(δ₀ + α·sign(∇ₓCE(f_θ(x + δ₀), y))))``,
     ``δ₀ ~ U[−ε, ε]^d``, ``α = 1.25·ε``; see :class:`FGSMATObjective`. Derived in the book,
-    section ``sec-fgsm-at`` of chapter *Adversarial training*.
+    section :ref:`sec-fgsm-at` of chapter *Adversarial training*.
     """
     return FGSMATObjective(eps, alpha=alpha, random_start=random_start, norm=norm, bounds=bounds,
                            generator=generator)

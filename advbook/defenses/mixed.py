@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_batch, check_fraction
+from .._core.checks import check_batch, check_fraction
 from ..attacks import fgsm
-from ..distributed import unwrap
 from ._common import Recipe
 
 __all__ = ["MixedObjective", "mixed_objective"]
@@ -27,8 +26,8 @@ class MixedObjective(Recipe):
     ``attack(model, x, y, eps=ε, bounds=bounds, generator=generator)`` and ``x'`` is treated as
     a constant (no gradient flows through the attack), as in the paper. ``α = 1`` is standard
     training (the attack is skipped); ``α = 0`` trains on adversarial examples only. Derived in
-    the book, section ``sec-min-max`` of chapter *Adversarial training* (the single-step
-    approximation: section ``sec-fgsm-at``).
+    the book, section :ref:`sec-min-max` of chapter *Adversarial training* (the single-step
+    approximation: section :ref:`sec-fgsm-at`).
 
     BatchNorm: ``x'`` is generated with the model in eval mode (running statistics used, not
     changed). Then the clean batch and the adversarial batch go through the model in two
@@ -38,8 +37,7 @@ class MixedObjective(Recipe):
     adversarial batch (two momentum updates per step). With ``α = 1`` only the clean pass runs;
     with ``α = 0`` the clean pass still runs (weight 0) and still updates the statistics.
 
-    Calling ``objective(model, x, y)`` returns ``(loss, logits on the clean x)``. Under
-    ``DistributedDataParallel`` the attack runs on the unwrapped module.
+    Calling ``objective(model, x, y)`` returns ``(loss, logits on the clean x)``.
 
     Args:
         eps: attack radius.
@@ -67,10 +65,10 @@ class MixedObjective(Recipe):
         self.attack: AttackFn = attack if attack is not None else fgsm
 
     def adversarial_examples(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """``x' = attack(model, x, y, eps=ε, ...)`` (detached), on the unwrapped model."""
+        """``x' = attack(model, x, y, eps=ε, ...)`` (detached)."""
         if self.eps == 0:
             return x.detach().clone()
-        x_adv = self.attack(unwrap(model), x, y, eps=self.eps, bounds=self.bounds,
+        x_adv = self.attack(model, x, y, eps=self.eps, bounds=self.bounds,
                             generator=self.generator)
         if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
             got = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
@@ -103,7 +101,7 @@ def mixed_objective(
 ) -> MixedObjective:
     """Goodfellow et al. (2015): ``α·CE(f(x), y) + (1−α)·CE(f(x'), y)``, ``x'`` = FGSM at ε.
 
-    See :class:`MixedObjective`. Derived in the book, section ``sec-min-max`` of chapter
+    See :class:`MixedObjective`. Derived in the book, section :ref:`sec-min-max` of chapter
     *Adversarial training*.
     """
     return MixedObjective(eps, alpha, attack=attack, bounds=bounds, generator=generator)

@@ -9,14 +9,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._validation import (
+from .._core.checks import (
     check_bounds,
     check_fraction,
     check_generator,
     check_module,
     check_nonneg_int,
     check_positive_float,
+    check_positive_int,
 )
+from .._core.random import generator_from_seed
 from ..attacks import fgsm, pgd, robust_accuracy
 from ..distributed import is_main_process
 
@@ -38,8 +40,8 @@ class CatastrophicOverfittingDetector:
     that is not robust at all (both are near 0); only a model whose robustness is an artefact of
     masked gradients shows a large one (one of the sanity checks of Carlini et al. 2019:
     iterative attacks must beat single-step ones, but not by a landslide). Derived in the book,
-    section ``sec-catastrophic-overfitting`` of chapter *Adversarial training* (the sanity
-    checks: section ``sec-gradient-masking``).
+    section :ref:`sec-catastrophic-overfitting` of chapter *Adversarial training* (the sanity
+    checks: section :ref:`sec-gradient-masking`).
 
     Use as ``fit(..., epoch_callbacks=[detector])``. Each call ``detector(model, epoch)``
     evaluates ``acc_FGSM`` (plain FGSM, no random start) and ``acc_PGD`` (``pgd_steps`` steps,
@@ -86,7 +88,7 @@ class CatastrophicOverfittingDetector:
         self.x_val = x_val.detach()
         self.y_val = y_val.detach()
         self.eps = check_positive_float(eps, "eps")
-        self.pgd_steps = check_nonneg_int(pgd_steps, "pgd_steps", minimum=1)
+        self.pgd_steps = check_positive_int(pgd_steps, "pgd_steps")
         self.pgd_alpha = (2.5 * self.eps / self.pgd_steps if pgd_alpha is None
                           else check_positive_float(pgd_alpha, "pgd_alpha"))
         self.threshold = check_fraction(threshold, "threshold")
@@ -107,8 +109,7 @@ class CatastrophicOverfittingDetector:
     def measure(self, model: nn.Module) -> dict[str, float]:
         """``{"fgsm_acc": ..., "pgd_acc": ...}`` on the held-out batch (no detection logic)."""
         check_module(model)
-        gen = self.generator if self.generator is not None else (
-            torch.Generator().manual_seed(self.seed))
+        gen = self.generator if self.generator is not None else generator_from_seed(self.seed)
         attacks = {
             "fgsm": partial(fgsm, eps=self.eps, bounds=self.bounds),
             "pgd": partial(pgd, eps=self.eps, steps=self.pgd_steps, alpha=self.pgd_alpha,

@@ -6,15 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import (
+from .._core.checks import (
     NORMS,
     check_batch,
     check_choice,
-    check_nonneg_int,
     check_positive_float,
+    check_positive_int,
 )
 from ..attacks import pgd
-from ..distributed import unwrap
 from ._common import Recipe
 
 __all__ = ["PGDATObjective", "pgd_at_objective"]
@@ -31,8 +30,8 @@ class PGDATObjective(Recipe):
     (:func:`advbook.attacks.pgd`, ``steps`` steps of size ``α`` from a uniform random start).
     By Danskin's theorem the gradient of the inner maximum with respect to θ is the gradient
     of the loss *at* the maximiser, ``∇_θ CE(f_θ(x'), y)`` with ``x'`` held fixed, which is what
-    this objective returns. Motivated in the book, sections ``sec-min-max`` and
-    ``sec-danskin``; the recipe is derived in section ``sec-pgd-at`` of chapter *Adversarial
+    this objective returns. Motivated in the book, sections :ref:`sec-min-max` and
+    :ref:`sec-danskin`; the recipe is derived in section :ref:`sec-pgd-at` of chapter *Adversarial
     training*.
 
     BatchNorm: ``x'`` is generated with the model in eval mode (running statistics are used and
@@ -42,8 +41,7 @@ class PGDATObjective(Recipe):
     mode.
 
     Calling ``objective(model, x, y)`` returns ``(loss, logits)`` with the logits on ``x'`` (so
-    ``fit`` reports accuracy on the training adversarial examples). Under
-    ``DistributedDataParallel`` the attack runs on the unwrapped module.
+    ``fit`` reports accuracy on the training adversarial examples).
 
     Args:
         eps: radius of the ε-ball.
@@ -69,13 +67,13 @@ class PGDATObjective(Recipe):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(eps, bounds=bounds, generator=generator)
-        self.steps = check_nonneg_int(steps, "steps", minimum=1)
+        self.steps = check_positive_int(steps, "steps")
         self.alpha = check_positive_float(alpha, "alpha", allow_none=True)
         self.norm = check_choice(norm, "norm", NORMS)
         if not isinstance(random_start, bool):
             raise TypeError(f"random_start must be a bool, got {type(random_start).__name__}")
         self.random_start = random_start
-        self.restarts = check_nonneg_int(restarts, "restarts", minimum=1)
+        self.restarts = check_positive_int(restarts, "restarts")
         if self.restarts > 1 and not random_start:
             raise ValueError("restarts > 1 needs random_start=True (otherwise every restart is "
                              "the same attack)")
@@ -86,11 +84,11 @@ class PGDATObjective(Recipe):
         return self.alpha if self.alpha is not None else 2.5 * self.eps / self.steps
 
     def adversarial_examples(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """The inner maximiser ``x'`` (detached), computed on the unwrapped model in eval mode."""
+        """The inner maximiser ``x'`` (detached), computed in eval mode."""
         if self.eps == 0:
             return x.detach().clone()
         return pgd(
-            unwrap(model), x, y, eps=self.eps, alpha=self.step_size, steps=self.steps,
+            model, x, y, eps=self.eps, alpha=self.step_size, steps=self.steps,
             norm=self.norm, random_start=self.random_start, restarts=self.restarts,
             bounds=self.bounds, generator=self.generator, select="max_loss",
         )
@@ -120,7 +118,7 @@ def pgd_at_objective(
     """PGD adversarial training (Madry et al. 2018) as an ``objective`` for ``fit``.
 
     Loss ``CE(f_θ(x'), y)`` with ``x' ≈ argmax_{‖x'−x‖≤ε} CE(f_θ(x'), y)`` found by PGD; see
-    :class:`PGDATObjective`. Derived in the book, section ``sec-pgd-at`` of chapter
+    :class:`PGDATObjective`. Derived in the book, section :ref:`sec-pgd-at` of chapter
     *Adversarial training*.
     """
     return PGDATObjective(eps, steps=steps, alpha=alpha, norm=norm, random_start=random_start,

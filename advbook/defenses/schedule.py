@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from .._validation import check_nonneg_float, check_nonneg_int
+from .._core.checks import check_nonneg_float, check_positive_int
 
 __all__ = ["EpsilonRamp"]
 
@@ -18,7 +18,7 @@ class EpsilonRamp:
     accuracy for several epochs (on MNIST at ε = 0.3 the inner maximiser already destroys every
     digit the untrained model could learn from); starting small and growing ε over the first
     ``warmup`` epochs avoids that. Epoch ``t = 1, 2, …`` trains at ``ε_t``; after ``warmup``
-    epochs the recipe trains at the full ``ε``. Derived in the book, section ``sec-pgd-at`` of
+    epochs the recipe trains at the full ``ε``. Derived in the book, section :ref:`sec-pgd-at` of
     chapter *Adversarial training*.
 
     Use as ``fit(..., objective=recipe, epoch_callbacks=[EpsilonRamp(recipe, ε, warmup)])``.
@@ -39,7 +39,7 @@ class EpsilonRamp:
                             f"got {type(recipe).__name__}")
         self.recipe = recipe
         self.eps = check_nonneg_float(eps, "eps")
-        self.warmup = check_nonneg_int(warmup, "warmup", minimum=1)
+        self.warmup = check_positive_int(warmup, "warmup")
         recipe.eps = self.eps_at(1)
 
     def eps_at(self, epoch: int) -> float:

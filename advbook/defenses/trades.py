@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import (
+from .._core.balls import project, steepest_ascent_direction
+from .._core.checks import (
     NORMS,
     check_batch,
     check_bounds,
     check_choice,
     check_generator,
+    check_in_bounds,
     check_model_device,
     check_nonneg_float,
     check_nonneg_int,
     check_positive_float,
+    check_positive_int,
 )
-from ..distributed import unwrap
-from ._common import Recipe, eval_mode, project, randn_like, steepest_ascent
+from .._core.guard import eval_mode
+from .._core.random import randn_like
+from ._common import Recipe
 
 __all__ = ["TRADESObjective", "trades_objective", "trades_perturb"]
 
@@ -52,7 +58,7 @@ def trades_perturb(
 
     and returns the last iterate, as in the reference implementation. ``α`` defaults to
     ``2.5·ε/steps``. The KL is summed over the batch, so each sample's step does not depend on
-    the batch size. Derived in the book, section ``sec-trades`` of chapter *Adversarial
+    the batch size. Derived in the book, section :ref:`sec-trades` of chapter *Adversarial
     training*.
 
     The model runs in eval mode (BatchNorm running statistics are used and not updated) and gets
@@ -69,36 +75,48 @@ def trades_perturb(
     alpha_ = check_positive_float(alpha, "alpha", allow_none=True)
     norm = check_choice(norm, "norm", NORMS)
     init_std = check_nonneg_float(init_std, "init_std")
-    lo, hi = check_bounds(bounds)
+    box = check_bounds(bounds)
     generator = check_generator(generator)
-    model = unwrap(model)
     check_model_device(model, x, name)
     x0 = x.detach()
-    with torch.no_grad():
-        x_min, x_max = torch.aminmax(x0) if x0.numel() else (x0.new_zeros(()), x0.new_zeros(()))
-        out_of_box = bool((x_min < lo) | (x_max > hi) | ~torch.isfinite(x_min + x_max))
-    if out_of_box:
-        raise ValueError(f"{name}: x must be finite and inside bounds [{lo}, {hi}]; rescale x or "
-                         f"pass bounds=")
+    check_in_bounds(x0, box, name)
     if x0.shape[0] == 0 or eps_ == 0:
         return x0.clone()
     step = alpha_ if alpha_ is not None else 2.5 * eps_ / max(steps, 1)
-    with eval_mode(model):
+    with eval_mode(model, enable_grad=True):
         with torch.no_grad():
             logits_clean = model(x0)
         if not isinstance(logits_clean, Tensor) or logits_clean.ndim != 2:
             raise ValueError(f"{name}: model(x) must return logits (N, K)")
-        x_adv = (x0 + project(init_std * randn_like(x0, generator), eps_, norm)).clamp(lo, hi)
-        for _ in range(steps):
-            xt = x_adv.detach().requires_grad_(True)
-            kl = _kl_sum(logits_clean, model(xt))
-            if not kl.requires_grad:
-                raise ValueError(f"{name}: the model's output does not depend on x through "
-                                 f"autograd; TRADES needs a differentiable model")
-            (grad,) = torch.autograd.grad(kl, xt)
-            with torch.no_grad():
-                delta = (xt - x0) + step * steepest_ascent(grad, norm)
-                x_adv = (x0 + project(delta, eps_, norm)).clamp(lo, hi)
+        start = x0 + project(init_std * randn_like(x0, generator), eps_, norm)
+        return _kl_ascent(model, x0, start.clamp(*box), logits_clean,
+                          _AscentSteps(eps_, step, steps, norm, box))
+
+
+@dataclass(frozen=True)
+class _AscentSteps:
+    """The projected-ascent schedule of :func:`trades_perturb`."""
+
+    eps: float
+    step: float
+    steps: int
+    norm: str
+    bounds: tuple[float, float]
+
+
+def _kl_ascent(model: nn.Module, x0: Tensor, x_adv: Tensor, logits_clean: Tensor,
+               schedule: _AscentSteps) -> Tensor:
+    """``steps`` projected steepest-ascent steps on ``Σᵢ KL(p(x0ᵢ) ‖ q(x'ᵢ))`` from ``x_adv``."""
+    for _ in range(schedule.steps):
+        xt = x_adv.detach().requires_grad_(True)
+        kl = _kl_sum(logits_clean, model(xt))
+        if not kl.requires_grad:
+            raise ValueError("trades_perturb: the model's output does not depend on x through "
+                             "autograd; TRADES needs a differentiable model")
+        (grad,) = torch.autograd.grad(kl, xt)
+        with torch.no_grad():
+            delta = (xt - x0) + schedule.step * steepest_ascent_direction(grad, schedule.norm)
+            x_adv = (x0 + project(delta, schedule.eps, schedule.norm)).clamp(*schedule.bounds)
     return x_adv.detach()
 
 
@@ -114,15 +132,14 @@ class TRADESObjective(Recipe):
     ``0.001·N(0, I)`` start, model in eval mode). In the outer loss ``x'`` is a constant but
     gradients flow through **both** ``f_θ(x)`` and ``f_θ(x')`` in the KL, as in the reference
     implementation. ``β`` trades clean accuracy (small β) for robustness (large β; the paper
-    uses 1–6). Derived in the book, section ``sec-trades`` of chapter *Adversarial training*.
+    uses 1–6). Derived in the book, section :ref:`sec-trades` of chapter *Adversarial training*.
 
     BatchNorm: the inner maximisation runs in eval mode (statistics used, not changed); then the
     clean and the adversarial batch go through the model in two forward passes, clean first, in
     the mode the model was called in (train mode under :func:`~advbook.train.fit`): running
     statistics are updated from **both**, first the clean then the adversarial batch.
 
-    Calling ``objective(model, x, y)`` returns ``(loss, logits on the clean x)``. Under
-    ``DistributedDataParallel`` the inner maximisation runs on the unwrapped module.
+    Calling ``objective(model, x, y)`` returns ``(loss, logits on the clean x)``.
 
     Args:
         eps: radius of the ε-ball.
@@ -146,7 +163,7 @@ class TRADESObjective(Recipe):
     ) -> None:
         super().__init__(eps, bounds=bounds, generator=generator)
         self.beta = check_nonneg_float(beta, "beta")
-        self.steps = check_nonneg_int(steps, "steps", minimum=1)
+        self.steps = check_positive_int(steps, "steps")
         self.alpha = check_positive_float(alpha, "alpha", allow_none=True)
         self.norm = check_choice(norm, "norm", NORMS)
         self.init_std = check_nonneg_float(init_std, "init_std")
@@ -191,7 +208,7 @@ def trades_objective(
 ) -> TRADESObjective:
     """TRADES (Zhang et al. 2019) as a ``fit`` objective: ``CE(f(x), y) + β·KL(f(x) ‖ f(x'))``.
 
-    See :class:`TRADESObjective`. Derived in the book, section ``sec-trades`` of chapter
+    See :class:`TRADESObjective`. Derived in the book, section :ref:`sec-trades` of chapter
     *Adversarial training*.
     """
     return TRADESObjective(eps, beta, steps=steps, alpha=alpha, norm=norm, init_std=init_std,

@@ -3,17 +3,17 @@
 Everything plugs into :func:`advbook.train.fit`:
 
 * input noise — ``fit(..., batch_hook=input_noise_hook(sigma, bounds=(0, 1)))``
-  (:mod:`~advbook.noise.input_noise`, section ``sec-input-noise``);
+  (:mod:`~advbook.noise.input_noise`, section :ref:`sec-input-noise`);
 * hidden-unit noise — the layers :class:`GaussianNoise` and :class:`GaussianDropout`, or
-  :func:`noisy_mlp` (:mod:`~advbook.noise.layers`, section ``sec-hidden-noise``);
+  :func:`noisy_mlp` (:mod:`~advbook.noise.layers`, section :ref:`sec-hidden-noise`);
 * weight noise of **variance** η — ``fit(..., objective=weight_noise_objective(eta))``, and the
   Monte-Carlo loss :func:`weight_noise_loss` with fixed draws from :func:`draw_weight_noise`
-  (:mod:`~advbook.noise.weight_noise`, section ``sec-weight-noise``);
+  (:mod:`~advbook.noise.weight_noise`, section :ref:`sec-weight-noise`);
 * the explicit equivalents — :func:`weight_gradient_penalty`, :func:`hessian_trace_term`,
   :func:`input_jacobian_penalty`, :func:`input_gradient_penalty`, and
   ``fit(..., objective=penalty_objective(eta, "weight_gradient"))``
-  (:mod:`~advbook.noise.penalties`, sections ``sec-weight-noise`` and
-  ``sec-linear-special-case``).
+  (:mod:`~advbook.noise.penalties`, sections :ref:`sec-weight-noise` and
+  :ref:`sec-linear-special-case`).
 
 Sections are those of chapter *Noise injection as regularization* of the book.
 

@@ -1,4 +1,7 @@
-"""Helpers shared by the noise modules: input checks, parameter groups, seeded noise draws."""
+"""Helpers shared by the noise modules: input checks and parameter groups.
+
+Seeded noise draws come from :mod:`advbook._core.random`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .._validation import check_module, check_tensor
+from .._core.checks import check_module, check_tensor
 
 __all__ = ["ParamSelection", "select_parameters"]
 
@@ -71,32 +74,6 @@ def check_no_training_batchnorm(model: nn.Module, what: str) -> None:
                 f"training mode (batch statistics; {name or 'model'} is training); "
                 "call model.eval() first"
             )
-
-
-def randn_like(
-    like: torch.Tensor, generator: torch.Generator | None, shape: tuple[int, ...] | None = None
-) -> torch.Tensor:
-    """Standard normal draws shaped ``shape`` (default ``like.shape``) in ``like``'s dtype/device.
-
-    With a ``generator`` the numbers come from it, on the generator's device, and are then moved
-    to ``like.device`` (so a CPU generator gives the same numbers on every device); without one
-    they come from PyTorch's global generator of ``like.device``.
-    """
-    size = tuple(like.shape) if shape is None else shape
-    if generator is None:
-        return torch.randn(size, dtype=like.dtype, device=like.device)
-    z = torch.randn(size, dtype=like.dtype, device=generator.device, generator=generator)
-    return z.to(like.device, non_blocking=True)
-
-
-def rademacher_like(
-    like: torch.Tensor, generator: torch.Generator | None, shape: tuple[int, ...] | None = None
-) -> torch.Tensor:
-    """Independent ±1 signs (probability ½ each) shaped ``shape``, like :func:`randn_like`."""
-    size = tuple(like.shape) if shape is None else shape
-    device = like.device if generator is None else generator.device
-    bits = torch.randint(0, 2, size, device=device, generator=generator, dtype=torch.int8)
-    return (2 * bits - 1).to(dtype=like.dtype, device=like.device, non_blocking=True)
 
 
 def as_outputs(yhat: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:

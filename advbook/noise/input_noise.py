@@ -8,7 +8,7 @@ regression with ``λ = σ²``::
 
 and for a general smooth model, to first order in ``σ²``, a Tikhonov penalty
 ``σ²·E‖∇_x ŷ(x)‖²`` (see :func:`advbook.noise.input_jacobian_penalty`). Derived in the book,
-section ``sec-input-noise`` of chapter *Noise injection as regularization*.
+section :ref:`sec-input-noise` of chapter *Noise injection as regularization*.
 """
 
 from __future__ import annotations
@@ -16,29 +16,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_generator, check_nonneg_float
+from .._core.checks import check_bounds, check_generator, check_nonneg_float
+from .._core.random import randn_like
+from .._core.types import Bounds
 from ..train import BatchHook
-from ._common import check_nonempty_batch, randn_like
+from ._common import check_nonempty_batch
 
 __all__ = ["add_input_noise", "input_noise_hook"]
 
 
-def _check_bounds(bounds: tuple[float, float] | None) -> tuple[float, float] | None:
-    if bounds is None:
-        return None
-    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-        raise TypeError(f"bounds must be None or a pair (low, high), got {bounds!r}")
-    low, high = (float(b) for b in bounds)
-    if not low < high:
-        raise ValueError(f"bounds must satisfy low < high, got {bounds!r}")
-    return low, high
+def _check_optional_bounds(bounds: Bounds | None) -> Bounds | None:
+    """``None``, or ``bounds`` checked by :func:`advbook._core.checks.check_bounds`."""
+    return None if bounds is None else check_bounds(bounds)
 
 
 def add_input_noise(
     x: torch.Tensor,
     sigma: float,
     *,
-    bounds: tuple[float, float] | None = None,
+    bounds: Bounds | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Return ``x̃ = clip(x + σ·ξ, low, high)`` with ``ξ ~ N(0, I)`` (a new tensor; ``x`` is kept).
@@ -52,12 +48,12 @@ def add_input_noise(
         generator: source of the noise (see the package docstring on generators and devices).
 
     The expected squared error of a linear model under this noise is the clean one plus
-    ``σ²‖w‖²``. Derived in the book, section ``sec-input-noise`` of chapter *Noise injection as
+    ``σ²‖w‖²``. Derived in the book, section :ref:`sec-input-noise` of chapter *Noise injection as
     regularization*.
     """
     check_nonempty_batch(x, "x")
     sigma = check_nonneg_float(sigma, "sigma")
-    box = _check_bounds(bounds)
+    box = _check_optional_bounds(bounds)
     check_generator(generator)
     noisy = x + sigma * randn_like(x, generator) if sigma > 0 else x.clone()
     if box is not None:
@@ -68,7 +64,7 @@ def add_input_noise(
 def input_noise_hook(
     sigma: float,
     *,
-    bounds: tuple[float, float] | None = None,
+    bounds: Bounds | None = None,
     generator: torch.Generator | None = None,
 ) -> BatchHook:
     """A ``batch_hook`` for :func:`advbook.train.fit` that trains on ``x + N(0, σ²I)`` noise.
@@ -76,10 +72,10 @@ def input_noise_hook(
     ``fit(model, x, y, batch_hook=input_noise_hook(0.3, bounds=(0, 1)))`` draws fresh noise for
     every mini-batch with :func:`add_input_noise`; labels are passed through unchanged. Pass a
     seeded ``generator`` for a reproducible noise sequence. Derived in the book, section
-    ``sec-input-noise`` of chapter *Noise injection as regularization*.
+    :ref:`sec-input-noise` of chapter *Noise injection as regularization*.
     """
     sigma = check_nonneg_float(sigma, "sigma")
-    box = _check_bounds(bounds)
+    box = _check_optional_bounds(bounds)
     check_generator(generator)
 
     def hook(

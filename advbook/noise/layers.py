@@ -8,7 +8,7 @@
   comparison) after every hidden activation.
 
 In evaluation mode all layers are the identity, so the deterministic network is what is tested.
-Derived in the book, section ``sec-hidden-noise`` of chapter *Noise injection as regularization*.
+Derived in the book, section :ref:`sec-hidden-noise` of chapter *Noise injection as regularization*.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .._validation import check_generator, check_nonneg_float
-from ._common import randn_like
+from .._core.checks import check_generator, check_nonneg_float
+from .._core.random import randn_like
 
 __all__ = ["GaussianDropout", "GaussianNoise", "noisy_mlp"]
 
@@ -36,7 +36,7 @@ class GaussianNoise(nn.Module):
             generator.
 
     ``E[h̃] = h`` and ``Var[h̃] = σ²`` elementwise. Derived in the book, section
-    ``sec-hidden-noise`` of chapter *Noise injection as regularization*.
+    :ref:`sec-hidden-noise` of chapter *Noise injection as regularization*.
     """
 
     def __init__(self, sigma: float, *, generator: torch.Generator | None = None) -> None:
@@ -64,7 +64,7 @@ class GaussianDropout(nn.Module):
             ``E[h̃] = h`` (the mean is preserved) and ``Var[h̃] = h²·p/(1−p)``.
         generator: optional seeded ``torch.Generator`` (as for :class:`GaussianNoise`).
 
-    Derived in the book, section ``sec-hidden-noise`` of chapter *Noise injection as
+    Derived in the book, section :ref:`sec-hidden-noise` of chapter *Noise injection as
     regularization*.
     """
 
@@ -104,7 +104,7 @@ def noisy_mlp(
     """``Flatten → [Linear → act → noise]* → Linear``: an MLP with hidden-unit noise.
 
     Apart from the inserted noise layers the architecture is that of :class:`advbook.models.MLP`.
-    The comparison of these noises is in the book, section ``sec-hidden-noise`` of chapter *Noise
+    The comparison of these noises is in the book, section :ref:`sec-hidden-noise` of chapter *Noise
     injection as regularization*.
 
     Args:

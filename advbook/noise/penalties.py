@@ -8,8 +8,8 @@
 * :func:`.input_gradient_penalty` — ``E‖∇_x ℓ‖²`` by double backpropagation (Drucker & LeCun 1992);
 * :func:`.penalty_objective` — ``loss + η·penalty`` for :func:`advbook.train.fit`.
 
-The weight-space expansion is derived in the book, section ``sec-weight-noise`` (its linear
-special case in ``sec-linear-special-case``), the input-space one in ``sec-input-noise``, of
+The weight-space expansion is derived in the book, section :ref:`sec-weight-noise` (its linear
+special case in :ref:`sec-linear-special-case`), the input-space one in :ref:`sec-input-noise`, of
 chapter *Noise injection as regularization*.
 
 Outputs: ``ŷ`` is the model's raw output (logits for a classifier), flattened per example to
@@ -25,24 +25,24 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
-from .._validation import check_generator, check_nonneg_float, check_nonneg_int
+from .._core.checks import check_generator, check_nonneg_float, check_positive_int
+from .._core.random import rademacher_like
+from .._core.types import LossFn, ParamDict
 from ..train import Objective
 from ._common import (
     ParamSelection,
     as_outputs,
     check_no_training_batchnorm,
     check_nonempty_batch,
-    rademacher_like,
     select_parameters,
 )
-from .weight_noise import LossFn
 
 __all__ = [
     "PenaltyFn",
@@ -67,10 +67,18 @@ def _check_estimator_args(
     """The checks shared by the vmapped estimators; ``probes``: the probe-count argument."""
     check_nonempty_batch(x, "x")
     for name, value in probes.items():
-        check_nonneg_int(value, name, minimum=1, allow_none=True)
-    check_nonneg_int(chunk_size, "chunk_size", minimum=1, allow_none=True)
+        check_positive_int(value, name, allow_none=True)
+    check_positive_int(chunk_size, "chunk_size", allow_none=True)
     check_generator(generator)
     check_no_training_batchnorm(model, what)
+
+
+def _vjp(
+    fn: Callable[[Any], torch.Tensor], primal: object
+) -> tuple[torch.Tensor, Callable[..., Any]]:
+    """``torch.func.vjp`` without auxiliary outputs: ``(fn(primal), pullback)``."""
+    result = vjp(fn, primal)
+    return result[0], result[1]
 
 
 def _squared_norms(
@@ -96,14 +104,14 @@ def _squared_norms(
 
     def per_example(xi: torch.Tensor, dirs: torch.Tensor | None) -> torch.Tensor:
         if primal is None:
-            out, pullback = vjp(lambda z: fn(None, z), xi)
+            out, pullback = _vjp(lambda z: fn(None, z), xi)
         else:
-            out, pullback = vjp(lambda p: fn(p, xi), primal)
+            out, pullback = _vjp(lambda p: fn(p, xi), primal)
         if dirs is None:
             dirs = torch.eye(out.shape[0], dtype=out.dtype, device=out.device)
         grads = vmap(pullback)(dirs.to(out.dtype))[0]
-        leaves = grads.values() if isinstance(grads, dict) else [grads]
-        total = sum(g.pow(2).sum() for g in leaves)
+        leaves: list[torch.Tensor] = list(grads.values()) if isinstance(grads, dict) else [grads]
+        total = cast(torch.Tensor, sum(g.pow(2).sum() for g in leaves))  # sum() types as int|T
         return total if probes is None else total / dirs.shape[0]
 
     in_dims = (0, None if probes is None else 0)
@@ -129,8 +137,8 @@ def weight_gradient_penalty(
     Jacobian). Computed from per-example parameter gradients with ``torch.func.vmap`` over
     examples (``vjp`` in each output direction). For a linear model ``ŷ = wᵀx + b`` it equals
     ``E[‖x‖² + 1]`` and does not depend on the parameters. Derived in the book, section
-    ``sec-weight-noise`` (linear case: ``sec-linear-special-case``) of chapter *Noise injection
-    as regularization*.
+    :ref:`sec-weight-noise` (linear case: :ref:`sec-linear-special-case`) of chapter *Noise
+    injection as regularization*.
 
     Args:
         params: the ``W`` differentiated against: ``"all"`` (default), ``"weights"`` or a
@@ -149,8 +157,9 @@ def weight_gradient_penalty(
     )
     selected = select_parameters(model, params)
 
-    def outputs(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, p, (xi.unsqueeze(0),)).reshape(-1)
+    def outputs(p: ParamDict, xi: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = functional_call(model, p, (xi.unsqueeze(0),))
+        return out.reshape(-1)
 
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
         primal = selected if create_graph else {n: p.detach() for n, p in selected.items()}
@@ -173,7 +182,7 @@ def input_jacobian_penalty(
     Input noise ``δ ~ N(0, σ²I)`` on squared error gives, to first order in ``σ²``,
     ``E[‖ŷ(x+δ) − y‖²] = E[‖ŷ − y‖²] + σ²·E‖∇_x ŷ‖² + σ²·E[(ŷ − y)·Δ_x ŷ] + O(σ⁴)``, exactly
     ``loss + σ²‖w‖²`` for a linear model, where this penalty is ``‖w‖²`` (Bishop 1995). Derived in
-    the book, section ``sec-input-noise`` of chapter *Noise injection as regularization*.
+    the book, section :ref:`sec-input-noise` of chapter *Noise injection as regularization*.
     Arguments as for :func:`.weight_gradient_penalty`; the gradient is w.r.t. each example.
     """
     _check_estimator_args(
@@ -181,7 +190,8 @@ def input_jacobian_penalty(
     )
 
     def outputs(_: object, xi: torch.Tensor) -> torch.Tensor:
-        return model(xi.unsqueeze(0)).reshape(-1)
+        out: torch.Tensor = model(xi.unsqueeze(0))
+        return out.reshape(-1)
 
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
         norms = _squared_norms(outputs, None, x.detach(), output_probes, generator, chunk_size)
@@ -204,8 +214,8 @@ def hessian_trace_term(
 
     ``Ĵ_W = J + η·E‖∇_W ŷ‖² + η·E[(ŷ − y)·tr ∇²_W ŷ] + O(η²)``; this is the last bracket (for
     ``K`` outputs ``E[Σ_k (ŷ_k − y_k)·tr ∇²_W ŷ_k]``). It vanishes at the minimiser of ``J`` of a
-    well-specified model (``E[y|x] = ŷ(x)``). Derived in the book, section ``sec-weight-noise`` of
-    chapter *Noise injection as regularization*.
+    well-specified model (``E[y|x] = ŷ(x)``). Derived in the book, section
+    :ref:`sec-weight-noise` of chapter *Noise injection as regularization*.
 
     Since the residuals ``r_ik = ŷ_k(x_i) − y_ik`` are numbers, the term is ``tr ∇²_W Φ(W)`` with
     ``Φ(W) = (1/N)·Σ_i Σ_k r_ik·ŷ_k(x_i; W)`` (``r`` held fixed while differentiating), estimated
@@ -228,37 +238,63 @@ def hessian_trace_term(
     n = x.shape[0]
 
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-        primal = selected if create_graph else {k: p.detach() for k, p in selected.items()}
+        primal: ParamDict = (
+            dict(selected) if create_graph else {k: p.detach() for k, p in selected.items()}
+        )
         yhat, target = as_outputs(functional_call(model, primal, (x,)), y, "hessian_trace_term")
         residual = yhat - target  # Φ is linear in r, so a live r gives the total derivative
 
-        def phi(p: dict[str, torch.Tensor]) -> torch.Tensor:
-            return (residual * functional_call(model, p, (x,)).reshape(n, -1)).sum() / n
+        def phi(p: ParamDict) -> torch.Tensor:
+            out: torch.Tensor = functional_call(model, p, (x,))
+            return (residual * out.reshape(n, -1)).sum() / n
 
-        def quadratic_form(z: dict[str, torch.Tensor]) -> torch.Tensor:
-            _, hz = jvp(grad(phi), (primal,), (z,))
-            return sum((hz[k] * z[k]).sum() for k in z)
-
-        if probes is None:
-            sizes = [p.numel() for p in primal.values()]
-            eye = torch.eye(sum(sizes), dtype=yhat.dtype, device=yhat.device)
-            blocks = eye.split(sizes, dim=1)
-            basis = {
-                k: b.reshape(-1, *p.shape) for (k, p), b in zip(primal.items(), blocks, strict=True)
-            }
-            directions, weight = basis, 1.0
-        else:
-            directions = {
-                k: rademacher_like(p, generator, (probes, *p.shape)) for k, p in primal.items()
-            }
-            weight = 1.0 / probes
-        with warnings.catch_warnings():
-            # PyTorch's first forward-mode call scripts its jvp decompositions with the
-            # deprecated torch.jit.script and warns about it; that is not the caller's concern.
-            warnings.filterwarnings("ignore", r".*torch\.jit\.script.*", FutureWarning)
-            values = vmap(quadratic_form, chunk_size=chunk_size, randomness="different")(directions)
+        directions, weight = _trace_directions(primal, probes, yhat, generator)
+        values = _hessian_quadratic_forms(phi, primal, directions, chunk_size)
         term = values.sum() * weight
     return term if create_graph else term.detach()
+
+
+def _trace_directions(
+    primal: ParamDict, probes: int | None, like: torch.Tensor, generator: torch.Generator | None
+) -> tuple[ParamDict, float]:
+    """The directions ``z_j`` (stacked along dim 0) of the trace estimate and its weight.
+
+    ``probes=None``: the ``|W|`` basis vectors (in ``like``'s dtype and device), weight 1 — the
+    exact trace. Otherwise ``probes`` Rademacher vectors, weight ``1/probes``.
+    """
+    if probes is None:
+        sizes = [p.numel() for p in primal.values()]
+        eye = torch.eye(sum(sizes), dtype=like.dtype, device=like.device)
+        blocks = torch.split(eye, sizes, dim=1)
+        basis = {
+            k: b.reshape(-1, *p.shape) for (k, p), b in zip(primal.items(), blocks, strict=True)
+        }
+        return basis, 1.0
+    rademacher = {k: rademacher_like(p, generator, (probes, *p.shape)) for k, p in primal.items()}
+    return rademacher, 1.0 / probes
+
+
+def _hessian_quadratic_forms(
+    phi: Callable[[ParamDict], torch.Tensor],
+    primal: ParamDict,
+    directions: ParamDict,
+    chunk_size: int | None,
+) -> torch.Tensor:
+    """``z_jᵀ ∇²Φ z_j`` for every stacked direction ``z_j``, by forward-over-reverse products."""
+
+    def quadratic_form(z: ParamDict) -> torch.Tensor:
+        hz = jvp(grad(phi), (primal,), (z,))[1]
+        total: torch.Tensor = sum((hz[k] * z[k]).sum() for k in z)
+        return total
+
+    with warnings.catch_warnings():
+        # PyTorch's first forward-mode call scripts its jvp decompositions with the
+        # deprecated torch.jit.script and warns about it; that is not the caller's concern.
+        warnings.filterwarnings("ignore", r".*torch\.jit\.script.*", FutureWarning)
+        values: torch.Tensor = vmap(quadratic_form, chunk_size=chunk_size, randomness="different")(
+            directions
+        )
+    return values
 
 
 def input_gradient_penalty(
@@ -276,7 +312,7 @@ def input_gradient_penalty(
     ``create_graph=True`` the result is differentiable w.r.t. the parameters, so it can be
     trained on; no ``.grad`` is ever written to the parameters. For a linear model with squared
     error ``∇_x ℓ = 2(ŷ − y)·w``. It is the loss-level counterpart of the Tikhonov form of input
-    noise derived in the book, section ``sec-input-noise`` of chapter *Noise injection as
+    noise derived in the book, section :ref:`sec-input-noise` of chapter *Noise injection as
     regularization*.
 
     Args:
@@ -324,8 +360,8 @@ def penalty_objective(
 
     ``penalty`` is ``"weight_gradient"`` (:func:`.weight_gradient_penalty` with ``params``,
     ``output_probes`` and ``generator`` — the explicit form of weight noise of variance ``η``,
-    section ``sec-weight-noise``), ``"input_jacobian"`` (:func:`.input_jacobian_penalty`, the
-    Tikhonov form of input noise of variance ``η``, section ``sec-input-noise``),
+    section :ref:`sec-weight-noise`), ``"input_jacobian"`` (:func:`.input_jacobian_penalty`, the
+    Tikhonov form of input noise of variance ``η``, section :ref:`sec-input-noise`),
     ``"input_gradient"`` (:func:`.input_gradient_penalty` of ``loss_fn``), or any callable
     ``penalty(model, x, y) -> scalar tensor``. Sections of chapter *Noise injection as
     regularization*. Returns ``(loss, outputs)`` so that ``fit`` reports training accuracy.
@@ -333,7 +369,7 @@ def penalty_objective(
     eta = check_nonneg_float(eta, "eta")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    check_nonneg_int(output_probes, "output_probes", minimum=1, allow_none=True)
+    check_positive_int(output_probes, "output_probes", allow_none=True)
     check_generator(generator)
     named = ("weight_gradient", "input_gradient", "input_jacobian")
     if isinstance(penalty, str):
@@ -342,19 +378,7 @@ def penalty_objective(
     elif not callable(penalty):
         raise TypeError(f"penalty must be one of {named} or a callable, got {penalty!r}")
 
-    def compute(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if penalty == "weight_gradient":
-            return weight_gradient_penalty(
-                model, x, params=params, output_probes=output_probes, generator=generator
-            )
-        if penalty == "input_jacobian":
-            return input_jacobian_penalty(
-                model, x, output_probes=output_probes, generator=generator
-            )
-        if penalty == "input_gradient":
-            return input_gradient_penalty(model, x, y, loss_fn=loss_fn)
-        assert callable(penalty)
-        return penalty(model, x, y)
+    compute = _penalty_fn(penalty, loss_fn, params, output_probes, generator)
 
     def objective(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -366,3 +390,26 @@ def penalty_objective(
         return loss + eta * compute(model, x, y), out
 
     return objective
+
+
+def _penalty_fn(
+    penalty: str | PenaltyFn,
+    loss_fn: LossFn,
+    params: ParamSelection,
+    output_probes: int | None,
+    generator: torch.Generator | None,
+) -> PenaltyFn:
+    """The penalty ``(model, x, y) -> scalar`` that :func:`.penalty_objective` adds to the loss."""
+    if penalty == "weight_gradient":
+        return lambda model, x, y: weight_gradient_penalty(
+            model, x, params=params, output_probes=output_probes, generator=generator
+        )
+    if penalty == "input_jacobian":
+        return lambda model, x, y: input_jacobian_penalty(
+            model, x, output_probes=output_probes, generator=generator
+        )
+    if penalty == "input_gradient":
+        return lambda model, x, y: input_gradient_penalty(model, x, y, loss_fn=loss_fn)
+    if isinstance(penalty, str):  # excluded by penalty_objective's checks
+        raise ValueError(f"unknown penalty {penalty!r}")
+    return penalty

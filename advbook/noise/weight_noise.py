@@ -5,7 +5,7 @@ book's derivation: for squared error and the perturbed model ``ŷ_ε(x) = ŷ_{W+
 
     Ĵ_W = E[(ŷ_ε(x) − y)²] = J + η·E‖∇_W ŷ(x)‖² + η·E[(ŷ(x) − y)·tr ∇²_W ŷ(x)] + O(η²).
 
-Derived in the book, section ``sec-weight-noise`` of chapter *Noise injection as
+Derived in the book, section :ref:`sec-weight-noise` of chapter *Noise injection as
 regularization* (the explicit terms are in :mod:`advbook.noise.penalties`).
 
 The noisy parameters are never written into the model: every evaluation goes through
@@ -17,21 +17,24 @@ parameters is ``∇_W ℓ(W)|_{W+ε}`` — the gradient at the noisy point (Grav
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import operator
+from collections.abc import Mapping
+from functools import reduce
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .._validation import check_generator, check_nonneg_float, check_nonneg_int
+from .._core.checks import check_generator, check_nonneg_float, check_positive_int
+from .._core.random import randn_like
+from .._core.types import LossFn
 from ..train import Objective
 from ._common import (
     ParamSelection,
     as_outputs,
     check_no_training_batchnorm,
     check_nonempty_batch,
-    randn_like,
     select_parameters,
 )
 
@@ -43,15 +46,12 @@ __all__ = [
     "weight_noise_objective",
 ]
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 def squared_error(yhat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``mean_i ‖ŷ_i − y_i‖²``: squared error summed over the outputs, averaged over examples.
 
     For scalar outputs this is ``F.mse_loss``; for ``K`` outputs it is ``K`` times it. It is the
-    loss of the book's weight-noise expansion (``sec-weight-noise``), whose ``K``-output form sums
-    the scalar expansion over the outputs.
+    loss of the book's weight-noise expansion (:ref:`sec-weight-noise`), whose ``K``-output form
+    sums the scalar expansion over the outputs.
     """
     out, target = as_outputs(yhat, y, "squared_error")
     return (out - target).pow(2).sum(dim=1).mean()
@@ -72,7 +72,7 @@ def draw_weight_noise(
     its device. The weight noise of variance ``η`` is ``ε_s = √η·ξ_s``; drawing ``ξ`` once and
     reusing it for every ``η`` gives *common random numbers*, which makes differences between
     values of ``η`` far less noisy than independent draws would. Used for the check of the
-    expansion derived in the book, section ``sec-weight-noise`` of chapter *Noise injection as
+    expansion derived in the book, section :ref:`sec-weight-noise` of chapter *Noise injection as
     regularization*.
 
     Args:
@@ -89,7 +89,7 @@ def draw_weight_noise(
         generator: a seeded ``torch.Generator``; the parameters are visited in
             ``model.named_parameters()`` order and each gets one ``randn`` call.
     """
-    check_nonneg_int(samples, "samples", minimum=1)
+    check_positive_int(samples, "samples")
     check_generator(generator)
     if antithetic and samples % 2:
         raise ValueError(f"antithetic draws need an even number of samples, got {samples}")
@@ -137,7 +137,7 @@ def _check_noise(
     if not isinstance(noise, Mapping) or not noise:
         raise TypeError("noise must be a non-empty mapping {parameter name: draws}")
     params = dict(model.named_parameters())
-    samples = None
+    counts: set[int] = set()
     for name, xi in noise.items():
         if name not in params:
             raise ValueError(f"noise has an entry {name!r} that is not a parameter of the model")
@@ -146,11 +146,10 @@ def _check_noise(
                 f"noise[{name!r}] must have shape (samples, *{tuple(params[name].shape)}), got "
                 f"{tuple(xi.shape) if isinstance(xi, torch.Tensor) else type(xi).__name__}"
             )
-        if samples is None:
-            samples = xi.shape[0]
-        elif xi.shape[0] != samples:
+        counts.add(xi.shape[0])
+        if len(counts) > 1:
             raise ValueError("every entry of noise must hold the same number of samples")
-    assert samples is not None
+    (samples,) = counts
     if samples == 0:
         raise ValueError("noise holds zero samples")
     return {name: params[name] for name in noise}, samples
@@ -176,7 +175,7 @@ def weight_noise_loss(
     With the default ``loss_fn`` (:func:`squared_error`) this estimates
     ``E_ε[(ŷ_{W+ε}(x) − y)²]``, ``ε ~ N(0, ηI)`` — **η is the variance** — the left-hand side of
     the expansion ``J + η·E‖∇_W ŷ‖² + η·E[(ŷ−y)·tr ∇²_W ŷ] + O(η²)`` derived in the book, section
-    ``sec-weight-noise`` of chapter *Noise injection as regularization*.
+    :ref:`sec-weight-noise` of chapter *Noise injection as regularization*.
 
     Args:
         noise: fixed standard-normal draws ``{name: (S, *shape)}`` from
@@ -198,7 +197,7 @@ def weight_noise_loss(
     eta = check_nonneg_float(eta, "eta")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    check_nonneg_int(chunk_size, "chunk_size", minimum=1, allow_none=True)
+    check_positive_int(chunk_size, "chunk_size", allow_none=True)
     check_no_training_batchnorm(model, "weight_noise_loss")
     if noise is None:
         noise = draw_weight_noise(model, samples, params=params, generator=generator)
@@ -232,7 +231,7 @@ def weight_noise_objective(
     through :func:`torch.func.functional_call`, so the model's parameters are never modified and
     ``loss.backward()`` deposits on them ``(1/S)·Σ_s ∇_W ℓ|_{W+ε_s}``, the gradients at the noisy
     points. For squared error and small η, minimising this objective ≈ minimising
-    ``J + η·E‖∇_W ŷ‖²``; derived in the book, section ``sec-weight-noise`` of chapter *Noise
+    ``J + η·E‖∇_W ŷ‖²``; derived in the book, section :ref:`sec-weight-noise` of chapter *Noise
     injection as regularization*.
 
     Args:
@@ -246,7 +245,7 @@ def weight_noise_objective(
     updates its running statistics once per draw, as in any training step.
     """
     eta = check_nonneg_float(eta, "eta")
-    check_nonneg_int(samples, "samples", minimum=1)
+    check_positive_int(samples, "samples")
     check_generator(generator)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
@@ -257,15 +256,14 @@ def weight_noise_objective(
     ) -> tuple[torch.Tensor, torch.Tensor]:
         selected = select_parameters(model, params)
         noise = draw_weight_noise(model, samples, params=params, generator=generator)
-        total: torch.Tensor | None = None
-        outputs: torch.Tensor | None = None
+        losses, outputs = [], []
         for s in range(samples):  # over noise draws; each draw processes the whole batch
             perturbed = {n: p + scale * noise[n][s] for n, p in selected.items()}
             out = functional_call(model, perturbed, (x,))
-            loss = loss_fn(out, y)
-            total = loss if total is None else total + loss
-            outputs = out.detach() if outputs is None else outputs + out.detach()
-        assert total is not None and outputs is not None
-        return total / samples, outputs / samples
+            losses.append(loss_fn(out, y))
+            outputs.append(out.detach())
+        # left folds ((l_1 + l_2) + l_3) + …: the additions of a running sum, in draw order
+        total: torch.Tensor = reduce(operator.add, losses)
+        return total / samples, reduce(operator.add, outputs) / samples
 
     return objective

@@ -1,4 +1,4 @@
-"""Argument checks shared by the subpackages of :mod:`advbook`.
+"""Argument checks shared by the subpackages of :mod:`advbook` (part of the internal layer).
 
 Every check either returns the value in a normalised form (a ``float``, an ``int``, a
 ``(lo, hi)`` pair, ...) or raises an exception whose message names the argument, says what is
@@ -22,6 +22,8 @@ from typing import Literal, overload
 import torch
 from torch import Tensor, nn
 
+from .devices import model_devices
+
 __all__ = [
     "NORMS",
     "ArgumentTypeError",
@@ -31,13 +33,14 @@ __all__ = [
     "check_float_in",
     "check_fraction",
     "check_generator",
+    "check_in_bounds",
     "check_model_device",
     "check_module",
     "check_nonneg_float",
     "check_nonneg_int",
     "check_positive_float",
+    "check_positive_int",
     "check_tensor",
-    "model_devices",
 ]
 
 #: The perturbation norms accepted by the attacks and the adversarial-training recipes.
@@ -63,7 +66,7 @@ def _as_float(value: object, name: str) -> float:
                 f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}"
             )
         value = value.item()
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 @overload
@@ -178,6 +181,25 @@ def check_nonneg_int(
     return out
 
 
+@overload
+def check_positive_int(
+    value: object, name: str, *, maximum: int | None = ..., allow_none: Literal[False] = ...
+) -> int: ...
+
+
+@overload
+def check_positive_int(
+    value: object, name: str, *, maximum: int | None = ..., allow_none: bool
+) -> int | None: ...
+
+
+def check_positive_int(
+    value: object, name: str, *, maximum: int | None = None, allow_none: bool = False
+) -> int | None:
+    """``value`` as an ``int >= 1`` (and ``<= maximum`` if given); see :func:`check_nonneg_int`."""
+    return check_nonneg_int(value, name, minimum=1, maximum=maximum, allow_none=allow_none)
+
+
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     """Check that ``value`` is one of the strings ``choices`` and return it.
 
@@ -290,13 +312,6 @@ def check_batch(model: object, x: object, y: object | None, where: str) -> None:
                          f"device")
 
 
-def model_devices(model: nn.Module) -> set[torch.device]:
-    """The devices of all parameters and buffers of ``model`` (empty for a stateless model)."""
-    devices = {p.device for p in model.parameters()}
-    devices |= {b.device for b in model.buffers()}
-    return devices
-
-
 def check_model_device(model: nn.Module, x: Tensor, where: str) -> None:
     """Check that every parameter and buffer of ``model`` lives on ``x``'s device.
 
@@ -310,3 +325,47 @@ def check_model_device(model: nn.Module, x: Tensor, where: str) -> None:
             f"{where}: the model's parameters/buffers are on {found} but x is on {x.device}; "
             f"move the model or the data so that they share one device"
         )
+
+
+def check_in_bounds(x: Tensor, bounds: tuple[float, float], where: str) -> None:
+    """Check that ``x`` is finite and inside ``bounds = (lo, hi)``, exactly (no slack).
+
+    One pass and one host synchronisation; an empty tensor passes.
+
+    Raises:
+        ValueError: a NaN or infinite value, or a value outside ``[lo, hi]`` (the message shows
+            the range found).
+    """
+    if x.numel() == 0:
+        return
+    lo, hi = bounds
+    with torch.no_grad():
+        xd = x.detach()
+        x_min, x_max = torch.stack(list(torch.aminmax(xd))).to(torch.float64).tolist()
+    if not (math.isfinite(x_min) and math.isfinite(x_max)):
+        raise ValueError(f"{_prefix(where)}x contains NaN or infinite values")
+    if x_min < lo or x_max > hi:
+        raise ValueError(
+            f"{_prefix(where)}x must lie inside bounds [{lo}, {hi}], but its values span "
+            f"[{x_min:.6g}, {x_max:.6g}]; rescale x or pass bounds="
+        )
+
+
+def check_class_labels(y: object, where: str | None = None) -> Tensor:
+    """Check that ``y`` is a tensor of integer class indices (not bool, float or complex).
+
+    Shapes and value ranges are left to the caller.
+
+    Raises:
+        ArgumentTypeError: ``y`` is not a tensor, or its dtype is not an integer type.
+    """
+    prefix = _prefix(where)
+    if not isinstance(y, Tensor):
+        raise ArgumentTypeError(
+            f"{prefix}y must be a tensor of class indices, got {type(y).__name__}"
+        )
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise ArgumentTypeError(
+            f"{prefix}y must hold integer class indices, got dtype {y.dtype}"
+        )
+    return y
