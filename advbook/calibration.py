@@ -44,6 +44,7 @@ class BinStats(NamedTuple):
 def _check_inputs(
     probs: object, y: object, n_bins: object, from_logits: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Types, shapes and dtypes of ``probs``, ``y`` and ``n_bins``; then their values."""
     if not isinstance(probs, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(
             f"probs and y must be tensors, got {type(probs).__name__} and {type(y).__name__}"
@@ -54,28 +55,58 @@ def _check_inputs(
         raise ValueError(f"probs must have shape (N, k) with k >= 2, got {tuple(probs.shape)}")
     if not probs.dtype.is_floating_point:
         raise TypeError(f"probs must be floating point, got dtype {probs.dtype}")
+    check_class_labels(y)
     if y.ndim != 1 or y.shape[0] != probs.shape[0]:
         raise ValueError(
             f"y must be 1-D with one label per row of probs {tuple(probs.shape)}, "
             f"got shape {tuple(y.shape)}"
         )
-    check_class_labels(y)
     if probs.shape[0] == 0:
         raise ValueError("probs is empty: calibration needs at least one sample")
+    if not isinstance(from_logits, bool):
+        raise TypeError(f"from_logits must be a bool, got {type(from_logits).__name__}")
+    y = y.to(probs.device)
     dtype = torch.promote_types(probs.dtype, torch.float32)
-    if from_logits:
-        probs = torch.softmax(probs.to(dtype), dim=1)
-    else:
-        tol = max(1e-3, 10 * torch.finfo(probs.dtype).eps)  # looser for float16/bfloat16 input
-        probs = probs.to(dtype)
-        row_sums = probs.sum(dim=1)
-        bad = (probs < 0).any() | (probs > 1).any() | ((row_sums - 1).abs() > tol).any()
-        if bool(bad):
-            raise ValueError(
-                "probs must hold probabilities (entries in [0, 1], rows summing to 1); "
-                "pass softmax(logits) or use from_logits=True"
-            )
-    return probs, y.to(probs.device)
+    tol = max(1e-3, 10 * torch.finfo(probs.dtype).eps)  # looser for float16/bfloat16 input
+    raw = probs
+    probs = torch.softmax(probs.to(dtype), dim=1) if from_logits else probs.to(dtype)
+    _check_values(raw, probs, y, from_logits, tol)
+    return probs, y
+
+
+def _check_values(
+    raw: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, from_logits: bool, tol: float
+) -> None:
+    """Finite inputs, probabilities whose rows sum to 1, labels in ``[0, k)``: one host sync."""
+    with torch.no_grad():
+        p = probs.detach()
+        sums = p.sum(dim=1)
+        stats = torch.stack([
+            (~torch.isfinite(raw.detach())).sum().to(torch.float64),
+            p.min().to(torch.float64), p.max().to(torch.float64),
+            sums.min().to(torch.float64), sums.max().to(torch.float64),
+            y.min().to(torch.float64), y.max().to(torch.float64),
+        ]).tolist()
+    n_bad, p_min, p_max, s_min, s_max, y_min, y_max = stats
+    k = probs.shape[1]
+    if n_bad:
+        what = "logits" if from_logits else "probs"
+        raise ValueError(
+            f"{what} must be finite, but {int(n_bad)} of its {raw.numel()} values are NaN or "
+            f"infinite"
+        )
+    if not from_logits and (p_min < 0 or p_max > 1 or s_min < 1 - tol or s_max > 1 + tol):
+        raise ValueError(
+            f"probs must hold probabilities (entries in [0, 1], rows summing to 1 within "
+            f"{tol:.3g} for {raw.dtype}); got entries in [{p_min:.6g}, {p_max:.6g}] and rows "
+            f"summing to [{s_min:.6g}, {s_max:.6g}]: pass probabilities (softmax), not logits, "
+            f"or use from_logits=True"
+        )
+    if y_min < 0 or y_max >= k:
+        raise ValueError(
+            f"y must hold class indices in [0, {k}) for probs with {k} columns, got labels in "
+            f"[{int(y_min)}, {int(y_max)}]"
+        )
 
 
 def bin_statistics(

@@ -15,6 +15,13 @@ accuracy, the robust accuracy under FGSM and under PGD (``--eval-steps`` steps,
 every epoch and ``--resume`` continues from it; ``--eps-warmup K`` grows the training ε linearly
 over the first K epochs (:class:`~advbook.defenses.EpsilonRamp`). Under ``torchrun`` the ranks train
 data-parallel (:mod:`advbook.distributed`) and rank 0 alone evaluates, prints and writes files.
+
+Before anything is loaded or trained the command line is checked: the numbers, ``--device``
+(``cpu``, ``cuda``, ``cuda:N``) and the files ``--out`` and ``--checkpoint`` (not a directory, a
+folder that can be written); a bad one exits with ``error: ...``. Every argument that defines the
+run (all but ``--epochs``, which may grow on resume, and the evaluation and output options) is
+stored in the checkpoint; resuming with others stops, unless ``--override-settings`` is given, and
+the results JSON lists the overridden ones under ``"overrides"``.
 The recipes are derived in the book, chapter *Adversarial training* (sections :ref:`sec-fgsm-at`,
 :ref:`sec-pgd-at`, :ref:`sec-trades`).
 """
@@ -22,9 +29,11 @@ The recipes are derived in the book, chapter *Adversarial training* (sections :r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +66,8 @@ __all__ = ["METHODS", "MODELS", "build_model", "build_objective", "main", "parse
 
 METHODS = ("standard", "fgsm", "pgd", "trades", "mixed")
 MODELS = ("cnn", "mlp")
+_MAX_SEED = 2**63 - 5  # seeds up to seed + 4 go to torch.Generator.manual_seed
+_DEVICES = "cpu, cuda or cuda:N"
 
 
 def _nonneg_float(text: str) -> float:
@@ -69,7 +80,14 @@ def _nonneg_float(text: str) -> float:
     return value
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
+def _positive_float(text: str) -> float:
+    value = _nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -77,6 +95,8 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected an integer <= {maximum}, got {value}")
         return value
 
     return parse
@@ -94,13 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results.json"), help="results JSON path")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (every epoch)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if present")
+    p.add_argument("--override-settings", action="store_true",
+                   help="with --resume: continue even if the settings differ from the checkpoint's")
     p.add_argument("--subset", type=_int_at_least(1), default=None,
                    help="train on a random subset of N training images (default: all 4000)")
     p.add_argument("--eval-subset", type=_int_at_least(1), default=None,
                    help="evaluate on a random subset of N test images (default: all 1000)")
-    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--seed", type=_int_at_least(0, _MAX_SEED), default=0)
     p.add_argument("--batch-size", type=_int_at_least(1), default=64, help="per rank")
-    p.add_argument("--lr", type=_nonneg_float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
     p.add_argument("--steps", type=_int_at_least(1), default=10,
                    help="inner PGD steps of pgd/trades")
     p.add_argument("--alpha", type=_nonneg_float, default=None,
@@ -133,6 +155,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--mix must lie in [0, 1], got {args.mix}")
     if args.resume and args.checkpoint is None:
         parser.error("--resume needs --checkpoint PATH")
+    if args.override_settings and not args.resume:
+        parser.error("--override-settings only applies with --resume")
     if args.method != "standard" and args.eps == 0:
         parser.error(f"--method {args.method} needs --eps > 0")
     if args.alpha == 0:
@@ -209,16 +233,106 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _temp_name(path: Path, kind: str) -> Path:
+    """A fresh hidden name next to ``path`` (same folder, so ``os.replace`` is atomic)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}")
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically: a temporary file next to ``path``, then ``os.replace``.
+
+    The temporary file is removed when anything fails; ``path`` is then left as it was.
+    """
+    text = json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    tmp = _temp_name(path, "tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:  # "x": a new file, permissions as umask says
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _save_results(path: Path, results: dict[str, Any]) -> None:
+    """Write the results JSON; if that fails after all, print it so the run is not lost."""
+    try:
+        _write_json(path, results)
+    except OSError as exc:
+        print(json.dumps(_json_safe(results), indent=2, allow_nan=False))
+        raise SystemExit(f"error: --out {path}: cannot write the results ({exc.strerror or exc});"
+                         " they were printed above") from None
+
+
+def _check_target(flag: str, path: Path) -> None:
+    """Exit with a message unless ``path`` can be written as a file.
+
+    ``path`` must not be a directory (or another non-file) and its nearest existing folder must
+    accept a new file: one is created there and removed again. Missing folders are created later.
+    """
+    try:
+        if path.is_dir():
+            raise SystemExit(f"error: {flag} {path}: is a directory; name a file (e.g. "
+                             f"{path / ('results.json' if flag == '--out' else 'ck.pt')})")
+        if path.exists() and not path.is_file():
+            raise SystemExit(f"error: {flag} {path}: exists and is not a regular file")
+        folder = path.parent
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir():
+            raise SystemExit(f"error: {flag} {path}: {folder} is not a directory")
+        probe = _temp_name(folder / path.name, "probe")
+        probe.open("x").close()
+        probe.unlink()
+    except OSError as exc:
+        raise SystemExit(f"error: {flag} {path}: cannot write there "
+                         f"({exc.strerror or exc})") from None
+
+
+def _check_device(text: str | None) -> None:
+    """Exit with a message unless ``--device`` names a device this machine has."""
+    if text is None:
+        return
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise SystemExit(f"error: --device {text}: unknown device; expected {_DEVICES}") from None
+    if device.type == "cpu":
+        return
+    if device.type != "cuda":
+        raise SystemExit(f"error: --device {text}: not supported; expected {_DEVICES}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise SystemExit(f"error: --device {text}: no GPU is available "
+                         "(torch.cuda.is_available() is False); use --device cpu")
+    if device.index is not None and device.index >= count:
+        raise SystemExit(f"error: --device {text}: this machine has {count} GPU(s), "
+                         f"cuda:0 to cuda:{count - 1}")
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Check the device and the files before anything is loaded or trained (see the module)."""
+    _check_device(args.device)
+    _check_target("--out", args.out)
+    if args.checkpoint is None:
+        return
+    _check_target("--checkpoint", args.checkpoint)
+    if args.out.resolve() == args.checkpoint.resolve():
+        raise SystemExit(f"error: --out and --checkpoint name the same file {args.out}")
+    if args.resume and args.checkpoint.exists():
+        try:
+            args.checkpoint.open("rb").close()
+        except OSError as exc:
+            raise SystemExit(f"error: --checkpoint {args.checkpoint}: cannot read it to resume "
+                             f"({exc.strerror or exc})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     """Run the command line; return the results (``None`` on ranks other than 0)."""
     args = parse_args(argv)
+    _preflight(args)
     info = dist_mod.init_from_env(device=args.device)
     try:
         return _run(args, info)
@@ -283,16 +397,46 @@ def _evaluate(args: argparse.Namespace, run: _Setup) -> RobustAccuracyResult:
     return robust_accuracy(run.model, run.x_test, run.y_test, attacks)
 
 
+def _run_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The arguments that define a run, stored in its checkpoint (``fit(settings=...)``).
+
+    ``--epochs`` is not one (a resumed run may train longer), nor are the evaluation, output,
+    device and progress options.
+    """
+    return {"method": args.method, "eps": args.eps, "steps": args.steps, "alpha": args.alpha,
+            "beta": args.beta, "mix": args.mix, "random_start": not args.no_random_start,
+            "eps_warmup": args.eps_warmup, "model": args.model, "lr": args.lr,
+            "batch_size": args.batch_size, "subset": args.subset,
+            "eval_subset": args.eval_subset, "seed": args.seed}
+
+
+def _train(args: argparse.Namespace, run: _Setup, optimizer: torch.optim.Optimizer) -> Any:
+    """``fit`` as the arguments say; a checkpoint that cannot be resumed exits with a message."""
+    options: dict[str, Any] = {"resume": "override" if args.override_settings else args.resume,
+                               "settings": _run_settings(args)}
+    resuming = args.resume and args.checkpoint.is_file()
+    try:
+        return fit(
+            run.model, run.x_train, run.y_train, epochs=args.epochs, batch_size=args.batch_size,
+            optimizer=optimizer, objective=run.objective, epoch_callbacks=run.callbacks,
+            seed=args.seed, progress=args.progress, checkpoint=args.checkpoint, **options,
+        )
+    except ValueError as exc:
+        if not resuming:
+            raise
+        message = f"error: cannot resume from --checkpoint {args.checkpoint}: {exc}"
+        if " -> " in str(exc) and not args.override_settings:
+            message += ("\npass --override-settings to continue it with the new settings, or "
+                        "start a fresh run (another --checkpoint, or no --resume)")
+        raise SystemExit(message) from None
+
+
 def _run(args: argparse.Namespace, info: dist_mod.DistInfo) -> dict[str, Any] | None:
     """Train as the arguments say, evaluate on rank 0, write and print the results there."""
     run = _setup(args, info)
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr)
     start = time.perf_counter()
-    history = fit(
-        run.model, run.x_train, run.y_train, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=optimizer, objective=run.objective, epoch_callbacks=run.callbacks,
-        seed=args.seed, progress=args.progress, checkpoint=args.checkpoint, resume=args.resume,
-    )
+    history = _train(args, run, optimizer)
     train_seconds = time.perf_counter() - start
     steps = _optimizer_steps(optimizer)
     if not info.is_main:
@@ -303,7 +447,7 @@ def _run(args: argparse.Namespace, info: dist_mod.DistInfo) -> dict[str, Any] | 
               "seconds_per_epoch": float(history["seconds"].mean()) if len(history) else None,
               "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start}
     results = _results(args, info, run, result, history, timing)
-    _write_json(args.out, results)
+    _save_results(args.out, results)
     rob = ", ".join(f"{k} {v:.1%}" for k, v in result.accuracy.items())
     print(f"{args.method} eps={args.eps:g}: clean {result.clean_accuracy:.1%}, {rob}, "
           f"worst case {result.worst_case:.1%} -> {args.out}")
@@ -331,6 +475,7 @@ def _results(args: argparse.Namespace, info: dist_mod.DistInfo, run: _Setup,
         **timing,
         "history": history.to_dict(orient="records"),
         "co_detected_epoch": run.detector.detected_epoch if run.detector is not None else None,
+        "overrides": dict(history.attrs.get("overrides", {})),
         "args": vars(args),
         "versions": {"advbook": __version__, "torch": torch.__version__,
                      "python": sys.version.split()[0]},

@@ -59,6 +59,8 @@ def test_results_json_reports_the_run(runs: dict[str, Any]) -> None:
     assert 0 <= r1["worst_case_accuracy"] <= min(acc.values()) <= r1["clean_accuracy"] <= 1
     assert "PGDATObjective(eps=0.2, steps=2" in r1["objective"]
     assert "pgd eps=0.2: clean" in runs["first"].stdout
+    assert r1["overrides"] == {} and runs["r2"]["overrides"] == {}
+    assert not [p.name for p in runs["out"].iterdir() if p.name.startswith(".")]  # no temp files
 
 
 def test_reported_accuracies_are_those_of_the_saved_model(runs: dict[str, Any]) -> None:
@@ -93,6 +95,9 @@ def test_bad_command_lines_exit_with_a_message(capsys: pytest.CaptureFixture[str
         (["--mix", "2"], "--mix must lie in [0, 1]"),
         (["--method", "pgd", "--no-random-start"], "only applies to --method fgsm"),
         (["--subset", "0"], "integer >= 1"),
+        (["--lr", "0"], "finite number > 0"),
+        (["--seed", "-1"], "integer >= 0"),
+        (["--override-settings"], "--override-settings only applies with --resume"),
     ]:
         with pytest.raises(SystemExit) as exc:
             train_robust.parse_args(argv)

@@ -369,3 +369,22 @@ def check_class_labels(y: object, where: str | None = None) -> Tensor:
             f"{prefix}y must hold integer class indices, got dtype {y.dtype}"
         )
     return y
+
+
+def check_finite(x: Tensor, name: str, where: str | None = None) -> Tensor:
+    """Check that the tensor ``x`` holds no NaN or infinite value (one host synchronisation).
+
+    Integer and bool tensors pass without a look; an empty tensor passes.
+
+    Raises:
+        ValueError: ``x`` contains NaN or ±inf (the message counts them).
+    """
+    if not (x.is_floating_point() or x.is_complex()) or x.numel() == 0:
+        return x
+    bad = int((~torch.isfinite(x.detach())).sum())
+    if bad:
+        raise ValueError(
+            f"{_prefix(where)}{name} must be finite, but {bad} of its {x.numel()} values are "
+            f"NaN or infinite"
+        )
+    return x

@@ -7,11 +7,13 @@ come from PyTorch's global generator of the data's device.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import torch
 
 __all__ = [
+    "SeededCallable",
     "draw_like",
     "fresh_seed",
     "generator_from_seed",
@@ -76,3 +78,38 @@ def fresh_seed() -> int:
     the whole program repeat.
     """
     return int(torch.randint(0, _SEED_RANGE, (), dtype=torch.int64))
+
+
+class SeededCallable:
+    """A callable that draws from ``generator``, with that generator's state as its state.
+
+    Wraps the closures that objectives and hooks are built from, so that
+    :func:`advbook.train.fit` stores the generator state in its checkpoints
+    (``state_dict``/``load_state_dict``) and a resumed run draws the same noise as an
+    uninterrupted one. Calls are passed through unchanged.
+    """
+
+    def __init__(
+        self, fn: Callable[..., Any], generator: torch.Generator | None, name: str
+    ) -> None:
+        self._fn = fn
+        self.generator = generator
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"generator": state}`` when there is a generator, else ``{}``."""
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the generator state saved by :meth:`state_dict`."""
+        if "generator" in state:
+            if self.generator is None:
+                raise ValueError(f"{self._name}: the saved state has a generator state but "
+                                 "this one was built without a generator")
+            self.generator.set_state(state["generator"].cpu())
+
+    def __repr__(self) -> str:
+        return self._name

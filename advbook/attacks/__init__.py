@@ -15,10 +15,15 @@ it exactly as it was (training flags, parameters, ``.grad``, BatchNorm statistic
 * :func:`deepfool` — minimal-perturbation DeepFool (L2 and L∞);
 * :func:`carlini_wagner` — the Carlini–Wagner L2 attack;
 * :func:`robust_accuracy`, :func:`accuracy_vs_eps`, :func:`min_norm_distances` — evaluation.
+
+The gradient attacks warn with :class:`GradientMaskingWarning` (or raise
+:class:`GradientMaskingError`, ``on_masking="raise"``) when the input gradient was exactly zero
+at every step for samples they did not fool: their failure there is no evidence of robustness.
 """
 
 from __future__ import annotations
 
+from ._masking import GradientMaskingError, GradientMaskingWarning
 from .carlini_wagner import carlini_wagner
 from .deepfool import deepfool
 from .evaluation import (
@@ -34,6 +39,8 @@ from .pgd import pgd
 
 __all__ = [
     "Attack",
+    "GradientMaskingError",
+    "GradientMaskingWarning",
     "MinNormResult",
     "RobustAccuracyResult",
     "accuracy_vs_eps",

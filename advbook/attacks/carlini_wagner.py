@@ -16,6 +16,7 @@ from .._core.checks import (
 )
 from .._core.guard import detached_copy, model_guard
 from ._checks import check_inputs, check_logits
+from ._masking import and_vanished, check_on_masking, report_masking
 from ._utils import batch_norms, per_sample
 
 __all__ = ["carlini_wagner"]
@@ -52,6 +53,7 @@ def carlini_wagner(
     abort_early: bool = True,
     bounds: tuple[float, float] = (0.0, 1.0),
     targeted: bool = False,
+    on_masking: str = "warn",
 ) -> Tensor:
     """Carlini–Wagner L2: the smallest perturbation found by penalised optimisation.
 
@@ -91,6 +93,10 @@ def carlini_wagner(
         abort_early: per-sample early stopping of a round, see above.
         bounds: valid input range ``(lo, hi)``.
         targeted: reach class ``y`` instead of leaving it.
+        on_masking: ``"warn"``, ``"raise"`` or ``"ignore"``: what to do when the gradient of
+            the loss was exactly zero at every step of every round for samples the attack did
+            not fool (gradient masking, :ref:`sec-gradient-masking`):
+            :class:`GradientMaskingWarning` or :class:`GradientMaskingError`.
 
     Returns:
         ``x_adv`` with x's shape, dtype and device: for each sample the adversarial iterate of
@@ -104,6 +110,7 @@ def carlini_wagner(
     lr_ = check_positive_float(lr, "lr")
     binary_search_steps = check_positive_int(binary_search_steps, "binary_search_steps")
     steps = check_nonneg_int(steps, "steps")
+    on_masking = check_on_masking(on_masking)
     if x.shape[0] == 0:
         return x.detach().clone()
     settings = _Settings(
@@ -120,7 +127,10 @@ def carlini_wagner(
             todo = (_margin(logits, y, targeted) + kappa >= 0).nonzero().squeeze(1)
         if todo.numel() == 0 or steps == 0:
             return best
-        best[todo] = _search_constants(model, x0[todo], y[todo], c0, binary_search_steps, settings)
+        closest = _search_constants(model, x0[todo], y[todo], c0, binary_search_steps, settings)
+        best[todo] = closest.x
+    unfooled = torch.isinf(closest.norm)  # no adversarial iterate in any round
+    report_masking(name, closest.masked & unfooled, unfooled, x.shape[0], on_masking)
     return best
 
 
@@ -140,16 +150,17 @@ class _Settings:
 
 @dataclass
 class _Closest:
-    """Per sample, the closest adversarial iterate so far (the input itself before one is found)
-    and its L2 distance from the input (``inf`` before)."""
+    """Per sample, the closest adversarial iterate so far (the input itself before one is found),
+    its L2 distance from the input (``inf`` before) and whether every gradient so far vanished."""
 
     x: Tensor
     norm: Tensor
+    masked: Tensor
 
 
 def _search_constants(
     model: nn.Module, x: Tensor, y: Tensor, c0: float, rounds: int, settings: _Settings
-) -> Tensor:
+) -> _Closest:
     """The per-sample search over the constant ``c``; returns the closest adversarial points."""
     a, b = settings.centre, settings.half_width
     with torch.no_grad():
@@ -160,7 +171,9 @@ def _search_constants(
     lower = torch.zeros(m, dtype=torch.float64, device=x.device)
     upper = torch.full((m,), torch.inf, dtype=torch.float64, device=x.device)
     no_distance = torch.full((m,), torch.inf, dtype=x.dtype, device=x.device)
-    closest = _Closest(x=x.clone(), norm=no_distance)
+    closest = _Closest(
+        x=x.clone(), norm=no_distance, masked=torch.ones(m, dtype=torch.bool, device=x.device)
+    )
     for round_ in range(rounds):
         if rounds >= 10 and round_ == rounds - 1:
             const = upper.clamp(max=_MAX_CONST)
@@ -169,7 +182,7 @@ def _search_constants(
         upper = torch.where(found, torch.minimum(upper, const), upper)
         lower = torch.where(found, lower, torch.maximum(lower, const))
         const = torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2)
-    return closest.x
+    return closest
 
 
 @dataclass
@@ -184,6 +197,7 @@ class _Samples:
     const: Tensor  # the constants c, in x's dtype
     closest: Tensor  # closest adversarial iterate of the round so far
     closest_norm: Tensor
+    masked: Tensor  # every gradient of the round so far vanished
     found: Tensor  # an adversarial iterate was found in this round
     delta: Tensor  # w − w₀, optimised by Adam
     adam_m: Tensor  # Adam's first moment
@@ -204,7 +218,7 @@ class _Samples:
         prev_window_min = torch.full((m,), torch.inf, dtype=x.dtype, device=x.device)
         return cls(
             rows=torch.arange(m, device=x.device), x=x, y=y, w0=w0, x_start=x_start, const=const,
-            closest=closest.x, closest_norm=closest.norm,
+            closest=closest.x, closest_norm=closest.norm, masked=closest.masked,
             found=torch.zeros(m, dtype=torch.bool, device=x.device),
             delta=torch.zeros_like(w0), adam_m=torch.zeros_like(w0), adam_v=torch.zeros_like(w0),
             prev_window_min=prev_window_min, window_min=prev_window_min.clone(),
@@ -229,6 +243,7 @@ def _adam_round(
     for step in range(settings.steps):
         grad, loss, x_p, success = _loss_and_gradient(model, samples, settings)
         with torch.no_grad():
+            samples.masked = and_vanished(samples.masked, grad)
             improved = _record_closest(samples, x_p, success)
             _adam_step(samples, grad, step + 1, settings.lr)
             if not settings.abort_early:
@@ -249,8 +264,8 @@ def _adam_round(
 def _write_back(samples: _Samples, closest: _Closest, found: Tensor) -> None:
     """Store the round's results of ``samples`` at their rows of ``closest`` and ``found``."""
     rows = samples.rows
-    closest.x[rows], closest.norm[rows], found[rows] = (
-        samples.closest, samples.closest_norm, samples.found
+    closest.x[rows], closest.norm[rows], closest.masked[rows], found[rows] = (
+        samples.closest, samples.closest_norm, samples.masked, samples.found
     )
 
 

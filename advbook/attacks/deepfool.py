@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .._core.checks import NORMS, check_choice, check_nonneg_float, check_nonneg_int
 from .._core.guard import detached_copy, model_guard
 from ._checks import check_inputs, check_logits
+from ._masking import and_vanished, check_on_masking, report_masking
 from ._utils import batch_norms, input_gradient, is_success, per_sample
 
 __all__ = ["deepfool"]
@@ -31,6 +32,7 @@ def deepfool(
     norm: str = "l2",
     bounds: tuple[float, float] = (0.0, 1.0),
     targeted: bool = False,
+    on_masking: str = "warn",
 ) -> Tensor:
     """DeepFool: step to the nearest linearised decision boundary until the label flips.
 
@@ -68,6 +70,10 @@ def deepfool(
         norm: ``"l2"`` or ``"linf"``.
         bounds: valid input range ``(lo, hi)``.
         targeted: reach the class ``y`` instead of leaving it.
+        on_masking: ``"warn"``, ``"raise"`` or ``"ignore"``: what to do when every candidate's
+            input gradient was exactly zero at every step for samples still not fooled
+            (gradient masking, :ref:`sec-gradient-masking`): :class:`GradientMaskingWarning`
+            or :class:`GradientMaskingError`.
 
     Returns:
         ``x_adv`` with x's shape, dtype and device, inside ``bounds``. Samples that are
@@ -80,6 +86,7 @@ def deepfool(
     overshoot_ = check_nonneg_float(overshoot, "overshoot")
     candidates = check_nonneg_int(candidates, "candidates", minimum=2)
     norm = check_choice(norm, "norm", NORMS)
+    on_masking = check_on_masking(on_masking)
     if x.shape[0] == 0:
         return x.detach().clone()
     settings = _Settings(
@@ -88,7 +95,9 @@ def deepfool(
     )
     with model_guard(model):
         x0, y = detached_copy(x), detached_copy(y).long()
-        return _step_until_fooled(model, x0, y, settings, y_max, name)
+        x_adv, masked, unfooled = _step_until_fooled(model, x0, y, settings, y_max, name)
+    report_masking(name, masked, unfooled, x.shape[0], on_masking)
+    return x_adv
 
 
 @dataclass(frozen=True)
@@ -105,13 +114,18 @@ class _Settings:
 
 def _step_until_fooled(
     model: nn.Module, x0: Tensor, y: Tensor, settings: _Settings, y_max: int, name: str
-) -> Tensor:
-    """DeepFool's iterations on the batch; each sample leaves the batch once it is fooled."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """DeepFool's iterations on the batch; each sample leaves the batch once it is fooled.
+
+    Returns ``x_adv``, the samples whose every gradient vanished (never moved) among those still
+    attacked after the last step, and those still attacked.
+    """
     n = x0.shape[0]
+    masked = torch.ones(n, dtype=torch.bool, device=x0.device)
     if settings.steps == 0:
         with torch.no_grad():
             check_logits(model(x0), n, y_max, name=name)
-        return x0.clone()
+        return x0.clone(), ~masked, ~masked
     x_adv = x0.clone()
     r_tot = torch.zeros_like(x0)
     active = torch.arange(n, device=x0.device)  # samples still being attacked
@@ -137,7 +151,9 @@ def _step_until_fooled(
         with torch.no_grad():
             r_tot[active] += _step_to_boundary(f, w, settings.norm, x0.dtype)
             x_adv[active] = (x_active + settings.scale * r_tot[active]).clamp(*settings.bounds)
-    return x_adv
+            masked[active] = and_vanished(masked[active], w)
+    unfooled = torch.zeros_like(masked).index_fill_(0, active, True)
+    return x_adv, masked & unfooled, unfooled
 
 
 def _check_first_logits(

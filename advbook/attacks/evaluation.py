@@ -15,6 +15,7 @@ from .._core.checks import check_batch, check_choice, check_nonneg_float, check_
 from .._core.devices import model_device
 from .._core.guard import model_guard
 from .._core.types import Attack
+from ._masking import MaskingTally, check_on_masking
 from ._utils import batch_norms
 
 __all__ = [
@@ -116,6 +117,7 @@ def robust_accuracy(
     attacks: Mapping[str, Attack],
     *,
     batch_size: int = 256,
+    on_masking: str = "warn",
 ) -> RobustAccuracyResult:
     """Per-attack and per-example worst-case robust accuracy.
 
@@ -133,32 +135,24 @@ def robust_accuracy(
         attacks: mapping name → ``attack(model, x, y) -> x_adv``, e.g.
             ``{"PGD": functools.partial(pgd, eps=0.3)}``.
         batch_size: samples per attack call.
+        on_masking: ``"warn"``, ``"raise"`` or ``"ignore"``. The gradient attacks warn when
+            the input gradient vanished for samples they did not fool (gradient masking,
+            :ref:`sec-gradient-masking`); their warnings are collected over the batches and
+            reported once per attack, naming it, as :class:`GradientMaskingWarning` or (with
+            ``"raise"``, after the evaluation) :class:`GradientMaskingError`.
     """
     name = "robust_accuracy"
     _check_common(model, x, y, batch_size, name)
+    on_masking = check_on_masking(on_masking)
     if not isinstance(attacks, Mapping) or not attacks:
         raise TypeError(f"{name}: attacks must be a non-empty mapping name -> attack callable")
     for label, attack in attacks.items():
         if not callable(attack):
             raise TypeError(f"{name}: attack {label!r} is not callable")
     names = tuple(str(k) for k in attacks)
-    device = model_device(model, x.device)
-    n = x.shape[0]
-    clean_correct = torch.zeros(n, dtype=torch.bool)
-    robust = torch.zeros(n, len(names), dtype=torch.bool)
-    for start in range(0, n, batch_size):
-        xb = x[start : start + batch_size].to(device)
-        yb = y[start : start + batch_size].to(device)
-        correct = _predict(model, xb) == yb
-        clean_correct[start : start + len(xb)] = correct.cpu()
-        keep = correct.nonzero().squeeze(1)
-        if keep.numel() == 0:
-            continue
-        xk, yk = xb[keep], yb[keep]
-        rows = keep.cpu() + start
-        for j, (label, attack) in enumerate(attacks.items()):
-            x_adv = _run_attack(attack, model, xk, yk, str(label))
-            robust[rows, j] = (_predict(model, x_adv) == yk).cpu()
+    tally = MaskingTally(name)
+    clean_correct, robust = _robust_by_batch(model, x, y, attacks, batch_size, tally)
+    tally.report(on_masking)
     accuracy = {k: float(robust[:, j].float().mean()) for j, k in enumerate(names)}
     worst = robust.all(dim=1) & clean_correct
     return RobustAccuracyResult(
@@ -171,6 +165,32 @@ def robust_accuracy(
     )
 
 
+def _robust_by_batch(
+    model: nn.Module, x: Tensor, y: Tensor, attacks: Mapping[str, Attack], batch_size: int,
+    tally: MaskingTally,
+) -> tuple[Tensor, Tensor]:
+    """``clean_correct (N,)`` and ``robust (N, A)`` of :func:`robust_accuracy`, on the CPU."""
+    device = model_device(model, x.device)
+    n = x.shape[0]
+    clean_correct = torch.zeros(n, dtype=torch.bool)
+    robust = torch.zeros(n, len(attacks), dtype=torch.bool)
+    for start in range(0, n, batch_size):
+        xb = x[start : start + batch_size].to(device)
+        yb = y[start : start + batch_size].to(device)
+        correct = _predict(model, xb) == yb
+        clean_correct[start : start + len(xb)] = correct.cpu()
+        keep = correct.nonzero().squeeze(1)
+        if keep.numel() == 0:
+            continue
+        xk, yk = xb[keep], yb[keep]
+        rows = keep.cpu() + start
+        for j, (label, attack) in enumerate(attacks.items()):
+            with tally.collect(str(label), xk.shape[0]):
+                x_adv = _run_attack(attack, model, xk, yk, str(label))
+            robust[rows, j] = (_predict(model, x_adv) == yk).cpu()
+    return clean_correct, robust
+
+
 def accuracy_vs_eps(
     model: nn.Module,
     x: Tensor,
@@ -179,6 +199,7 @@ def accuracy_vs_eps(
     epsilons: Iterable[float],
     *,
     batch_size: int = 256,
+    on_masking: str = "warn",
 ) -> pd.DataFrame:
     """Robust accuracy of one attack at several radii: the accuracy-vs-ε curve.
 
@@ -186,7 +207,7 @@ def accuracy_vs_eps(
     the raw robust accuracy at each ε; ``accuracy_envelope`` counts a sample as robust at ε only
     if it survived every evaluated ``ε' ≤ ε`` (an adversarial example at ``ε'`` is one at ``ε``
     too), a valid and never weaker estimate. A raw curve that is not non-increasing signals a
-    weak or broken attack (Carlini et al. 2019).
+    weak or broken attack (Carlini et al. 2019). ``on_masking`` goes to :func:`robust_accuracy`.
 
     Derived in the book, section :ref:`sec-robust-evaluation` of chapter *Adversarial examples*.
 
@@ -203,7 +224,7 @@ def accuracy_vs_eps(
     if not eps_list:
         raise ValueError(f"{name}: epsilons must not be empty")
     attacks = {f"eps={e!r}#{i}": partial(attack, eps=e) for i, e in enumerate(eps_list)}
-    result = robust_accuracy(model, x, y, attacks, batch_size=batch_size)
+    result = robust_accuracy(model, x, y, attacks, batch_size=batch_size, on_masking=on_masking)
     envelope = torch.cummin(result.robust.to(torch.uint8), dim=1).values.bool()
     envelope &= result.clean_correct[:, None]
     return pd.DataFrame(
@@ -223,13 +244,15 @@ def min_norm_distances(
     *,
     norm: str = "l2",
     batch_size: int = 256,
+    on_masking: str = "warn",
 ) -> MinNormResult:
     """Per-sample perturbation size found by a minimum-norm attack (DeepFool, C&W).
 
     ``dᵢ = ‖attack(model, xᵢ, yᵢ) − xᵢ‖`` where the returned point is misclassified, ``0``
     where the clean input is already misclassified and ``+∞`` where the attack failed. The
     empirical CDF of ``d`` gives the robust accuracy at every radius at once,
-    ``acc(ε) = (1/N) #{i : dᵢ > ε}`` (:meth:`MinNormResult.accuracy_at`).
+    ``acc(ε) = (1/N) #{i : dᵢ > ε}`` (:meth:`MinNormResult.accuracy_at`). The attack's
+    gradient-masking warnings are reported once, as in :func:`robust_accuracy` (``on_masking``).
 
     Derived in the book, section :ref:`sec-robust-evaluation` of chapter *Adversarial examples*.
     """
@@ -238,6 +261,8 @@ def min_norm_distances(
     if not callable(attack):
         raise TypeError(f"{name}: attack must be callable as attack(model, x, y)")
     norm = check_choice(norm, "norm", ("l2", "linf", "l1"))
+    on_masking = check_on_masking(on_masking)
+    tally = MaskingTally(name)
     device = model_device(model, x.device)
     n = x.shape[0]
     distances = torch.full((n,), math.inf, dtype=torch.float64)
@@ -253,10 +278,12 @@ def min_norm_distances(
         if keep.numel() == 0:
             continue
         xk, yk = xb[keep], yb[keep]
-        x_adv = _run_attack(attack, model, xk, yk, name)
+        with tally.collect("attack", xk.shape[0]):
+            x_adv = _run_attack(attack, model, xk, yk, name)
         fooled = (_predict(model, x_adv) != yk).cpu()
         d = batch_norms((x_adv - xk).double(), norm).cpu()
         sel = rows[keep.cpu()]
         distances[sel] = torch.where(fooled, d, torch.full_like(d, math.inf))
         success[sel] = fooled
+    tally.report(on_masking)
     return MinNormResult(distances=distances, success=success, norm=norm)

@@ -14,11 +14,13 @@ from .._core.checks import (
 )
 from .._core.guard import detached_copy, model_guard
 from ._checks import check_inputs
-from ._utils import ce_objective_and_grad, projected_step, sample_ball
+from ._masking import and_vanished, check_on_masking, report_masking
+from ._utils import ce_objective_and_grad, is_success, projected_step, sample_ball
 
 __all__ = ["fgsm"]
 
 
+# long: signature and docstring (the algorithm's reference) alone are 49 lines
 def fgsm(
     model: nn.Module,
     x: Tensor,
@@ -31,6 +33,7 @@ def fgsm(
     bounds: tuple[float, float] = (0.0, 1.0),
     targeted: bool = False,
     generator: torch.Generator | None = None,
+    on_masking: str = "warn",
 ) -> Tensor:
     """One-step attack: FGSM (L∞), FGM (L2) and the "fast" random-start variant.
 
@@ -60,6 +63,9 @@ def fgsm(
         bounds: valid input range ``(lo, hi)``; the result is clipped to it.
         targeted: move towards the class ``y`` instead of away from it.
         generator: source of the random start.
+        on_masking: ``"warn"``, ``"raise"`` or ``"ignore"``: what to do when the input
+            gradient is exactly zero for samples the step does not fool (gradient masking,
+            :ref:`sec-gradient-masking`): :class:`GradientMaskingWarning` or ``Error``.
 
     Returns:
         ``x_adv`` with x's shape, dtype and device, ``‖x_adv − x‖ ≤ ε`` and inside ``bounds``.
@@ -70,14 +76,20 @@ def fgsm(
     norm = check_choice(norm, "norm", NORMS)
     step_size = _step_size(alpha, eps_, random_start)
     generator = check_generator(generator, name)
+    on_masking = check_on_masking(on_masking)
     if x.shape[0] == 0:
         return x.detach().clone()
     with model_guard(model):
         x0, y = detached_copy(x), detached_copy(y).long()
         start = (x0 + sample_ball(x0, eps_, norm, generator)).clamp(lo, hi) if random_start else x0
-        _, _, grad = ce_objective_and_grad(model, start, y, targeted, check=(y_max, name))
+        _, logits, grad = ce_objective_and_grad(model, start, y, targeted, check=(y_max, name))
         with torch.no_grad():
-            return projected_step(x0, start, grad, step_size, eps_, norm, (lo, hi))
+            x_adv = projected_step(x0, start, grad, step_size, eps_, norm, (lo, hi))
+            # a vanished gradient leaves the start in place: fooled iff the start is
+            unfooled = ~is_success(logits, y, targeted)
+            masked = and_vanished(unfooled, grad)
+    report_masking(name, masked, unfooled, x.shape[0], on_masking)
+    return x_adv
 
 
 def _step_size(alpha: object, eps: float, random_start: bool) -> float:

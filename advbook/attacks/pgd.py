@@ -18,6 +18,7 @@ from .._core.checks import (
 )
 from .._core.guard import detached_copy, model_guard
 from ._checks import check_inputs, check_logits
+from ._masking import and_vanished, check_on_masking, report_masking
 from ._utils import (
     ce_objective,
     ce_objective_and_grad,
@@ -53,6 +54,7 @@ def pgd(
     generator: torch.Generator | None = None,
     early_stop: bool = False,
     select: str = "fooled",
+    on_masking: str = "warn",
 ) -> Tensor:
     """Projected gradient ascent on the cross-entropy inside an ε-ball (Madry et al. 2018).
 
@@ -100,6 +102,10 @@ def pgd(
         select: ``"fooled"`` or ``"max_loss"``: which samples the last iterate is evaluated
             for (see above). ``"fooled"`` saves up to one forward pass per restart; the two
             give the same robust accuracy.
+        on_masking: ``"warn"``, ``"raise"`` or ``"ignore"``: what to do when the input
+            gradient was exactly zero at every step of every restart for samples the attack
+            did not fool (gradient masking, :ref:`sec-gradient-masking`):
+            :class:`GradientMaskingWarning` or :class:`GradientMaskingError`.
 
     Returns:
         ``x_adv`` with x's shape, dtype and device, ``‖x_adv − x‖ ≤ ε`` and inside ``bounds``.
@@ -113,6 +119,7 @@ def pgd(
     step_size = check_positive_float(alpha, "alpha", allow_none=True)
     generator = check_generator(generator, name)
     select = check_choice(select, "select", SELECTIONS)
+    on_masking = check_on_masking(on_masking)
     if restarts > 1 and not random_start:
         raise ValueError(
             f"{name}: restarts={restarts} without random_start would repeat the same attack; "
@@ -138,6 +145,9 @@ def pgd(
                 start = (start + sample_start(start, eps_, norm, generator)).clamp(lo, hi)
             check = (y_max, name) if restart == 0 else None
             _attack_from(model, x0[rows], y[rows], rows, start, settings, check, worst)
+    if steps > 0:  # masked: a vanished gradient at every step of every restart, not fooled
+        unfooled = ~worst.fooled
+        report_masking(name, worst.masked & unfooled, unfooled, x.shape[0], on_masking)
     return worst.x
 
 
@@ -165,12 +175,14 @@ def _worse_for_model(
 
 @dataclass
 class _WorstCase:
-    """Per sample, the worst-for-the-model point found so far, whether it fools the model and
-    its objective (``−inf`` before any point was judged)."""
+    """Per sample, the worst-for-the-model point found so far, whether it fools the model, its
+    objective (``−inf`` before any point was judged) and whether every input gradient computed
+    for it so far vanished (``masked``, ``True`` before any)."""
 
     x: Tensor
     fooled: Tensor
     objective: Tensor
+    masked: Tensor
 
     @classmethod
     def start(cls, x: Tensor) -> _WorstCase:
@@ -180,6 +192,7 @@ class _WorstCase:
             x=x.clone(),
             fooled=torch.zeros(n, dtype=torch.bool, device=x.device),
             objective=torch.full((n,), -torch.inf, dtype=x.dtype, device=x.device),
+            masked=torch.ones(n, dtype=torch.bool, device=x.device),
         )
 
     def update(self, x: Tensor, fooled: Tensor, objective: Tensor) -> None:
@@ -191,7 +204,7 @@ class _WorstCase:
 
     def select(self, rows: Tensor) -> _WorstCase:
         """The entries of the samples ``rows``."""
-        return _WorstCase(self.x[rows], self.fooled[rows], self.objective[rows])
+        return _WorstCase(self.x[rows], self.fooled[rows], self.objective[rows], self.masked[rows])
 
     def merge_into(self, overall: _WorstCase, rows: Tensor) -> None:
         """Merge these entries into ``overall`` at ``rows`` (in place), keeping the worse case."""
@@ -201,6 +214,7 @@ class _WorstCase:
         overall.x[rows] = torch.where(per_sample(better, self.x), self.x, overall.x[rows])
         overall.objective[rows] = torch.where(better, self.objective, overall.objective[rows])
         overall.fooled[rows] = overall.fooled[rows] | self.fooled
+        overall.masked[rows] = overall.masked[rows] & self.masked
 
 
 def _rows_to_attack(worst: _WorstCase, restart: int, early_stop: bool) -> Tensor:
@@ -229,6 +243,7 @@ def _attack_from(
         x=start,
         fooled=torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device),
         objective=torch.full((x0.shape[0],), -torch.inf, dtype=x0.dtype, device=x0.device),
+        masked=torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device),
     )
     grad: Tensor | None = None
     for t in range(settings.steps + 1):
@@ -237,6 +252,7 @@ def _attack_from(
                 model, x_t, y, settings.targeted, check=check
             )
             fooled = is_success(logits, y, settings.targeted)
+            run.masked = and_vanished(run.masked, grad)
         else:
             grad = None
             evaluated = _evaluate_last(

@@ -52,6 +52,11 @@ Shape4 = tuple[int, int, int, int]
 # validation and sampling helpers shared by the transform modules (the generic argument checks
 # live in advbook._core.checks, the seeded draws in advbook._core.random)
 # ----------------------------------------------------------------------------------------------
+#: The largest magnitude :func:`check_range` accepts: far beyond any sensible parameter, far
+#: below where float32 draws ``a + (b − a)·u`` overflow.
+_MAX_RANGE = 1e6
+
+
 def check_range(
     value: float | Sequence[float],
     name: str,
@@ -63,6 +68,7 @@ def check_range(
     """Turn ``value`` into a range ``(a, b)`` with ``low <= a <= b <= high``.
 
     A single number ``d`` means ``(-|d|, |d|)`` when ``symmetric`` and ``(d, d)`` otherwise.
+    Both ends must be finite and at most ``1e6`` in magnitude.
     """
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a number or a (min, max) pair, got {value!r}")
@@ -78,6 +84,11 @@ def check_range(
             ) from None
     if not (math.isfinite(a) and math.isfinite(b)):
         raise ValueError(f"{name} must be finite, got {value!r}")
+    if max(abs(a), abs(b)) > _MAX_RANGE:
+        raise ValueError(
+            f"{name} must lie in [-{_MAX_RANGE:g}, {_MAX_RANGE:g}] (draws are made in float32), "
+            f"got {value!r}"
+        )
     if a > b:
         raise ValueError(f"{name} must be a (min, max) pair with min <= max, got {value!r}")
     if a < low or b > high:
@@ -132,6 +143,21 @@ def _to_device(
         else:
             out[key] = t.to(device=device)
     return out
+
+
+def _check_finite_params(params: Mapping[str, torch.Tensor], where: str) -> None:
+    """Replayed floating parameters (all on one device) must be finite: one host sync."""
+    keys = [k for k, t in params.items() if t.is_floating_point() and t.numel()]
+    if not keys:
+        return
+    with torch.no_grad():
+        flags = torch.stack([torch.isfinite(params[k].detach()).all() for k in keys]).tolist()
+    bad = [k for k, ok in zip(keys, flags, strict=True) if not ok]
+    if bad:
+        raise ValueError(
+            f"{where}: params[{bad[0]!r}] contains NaN or infinite values (keys with non-finite "
+            f"values: {bad}); replayed parameters must be finite"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +270,9 @@ class Transform:
             if ref.is_floating_point() != t.is_floating_point():
                 kind = "a floating-point" if ref.is_floating_point() else "an integer"
                 raise TypeError(f"params[{key!r}] must have {kind} dtype, got {t.dtype}")
-        return _to_device({k: params[k] for k in expected}, x.device, compute_dtype(x.dtype))
+        moved = _to_device({k: params[k] for k in expected}, x.device, compute_dtype(x.dtype))
+        _check_finite_params(moved, type(self).__name__)
+        return moved
 
     # -- public API ----------------------------------------------------------------------------
     def sample_params(

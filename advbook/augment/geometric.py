@@ -130,8 +130,8 @@ class RandomAffine(Transform):
     """Per-sample random affine warp ``u_out = R(θ) S Sh u_in + t`` (see the module docstring).
 
     Args:
-        degrees: rotation angle range in degrees; a number ``d`` means ``(−d, d)``. Positive is
-            counter-clockwise on screen.
+        degrees: rotation angle range in degrees, inside ``[−360, 360]``; a number ``d`` means
+            ``(−d, d)``. Positive is counter-clockwise on screen.
         translate: ``(a, b)``: ``t_x ~ U(−a, a)`` (fraction of the width), ``t_y ~ U(−b, b)``
             (fraction of the height); a number ``a`` means ``(a, a)``.
         scale: ``(lo, hi)`` for an isotropic scale, or ``(lo_x, hi_x, lo_y, hi_y)``.
@@ -165,7 +165,7 @@ class RandomAffine(Transform):
         check_bounds: bool = True,
     ) -> None:
         super().__init__(p=p, bounds=bounds, seed=seed, check_bounds=check_bounds)
-        self.degrees = check_range(degrees, "degrees", symmetric=True)
+        self.degrees = check_range(degrees, "degrees", symmetric=True, low=-360, high=360)
         self.translate = _translate_ranges(translate)
         self.scale_x, self.scale_y = _scale_ranges(scale)
         self.shear_x, self.shear_y = _shear_ranges(shear)

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .._core.checks import check_module, check_tensor
+from .._core.checks import ArgumentTypeError, check_finite, check_module
 
 __all__ = ["ParamSelection", "select_parameters"]
 
@@ -54,13 +54,42 @@ def select_parameters(model: nn.Module, params: ParamSelection = "all") -> dict[
     return dict(chosen)
 
 
-def check_nonempty_batch(x: object, name: str) -> torch.Tensor:
-    """``x`` after checking it is a floating-point tensor with a non-empty batch dimension."""
-    x = check_tensor(x, name, floating=True)
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(
-            f"{name} must have a non-empty batch dimension, got shape {tuple(x.shape)}"
+def check_floating(x: object, name: str, where: str | None = None) -> torch.Tensor:
+    """``x`` after checking it is a floating-point tensor (no host synchronisation).
+
+    Raises:
+        ArgumentTypeError: not a tensor, or an integer/bool tensor ("expected a floating-point
+            tensor, got torch.int64").
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(x, torch.Tensor):
+        raise ArgumentTypeError(f"{prefix}{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ArgumentTypeError(
+            f"{prefix}{name} must be a floating-point tensor: expected a floating-point tensor, "
+            f"got {x.dtype}"
         )
+    return x
+
+
+def check_nonempty_batch(
+    x: object, name: str, *, min_ndim: int = 1, finite: bool = True, where: str | None = None
+) -> torch.Tensor:
+    """``x`` after checking it is a floating-point tensor with a non-empty batch dimension.
+
+    ``min_ndim=2`` requires a batch of examples ``(N, ...)``; ``finite`` also checks that ``x``
+    holds no NaN or inf (one host synchronisation).
+    """
+    x = check_floating(x, name, where)
+    prefix = f"{where}: " if where else ""
+    if x.ndim < min_ndim or x.shape[0] == 0:
+        dims = "(N, ...) with at least 2 dimensions" if min_ndim >= 2 else "(N, ...)"
+        raise ValueError(
+            f"{prefix}{name} must have a non-empty batch dimension, shape {dims}, got shape "
+            f"{tuple(x.shape)}"
+        )
+    if finite:
+        check_finite(x, name, where)
     return x
 
 

@@ -15,18 +15,57 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from .._core.checks import check_generator, check_nonneg_float
 from .._core.random import randn_like
+from ._common import check_floating
 
 __all__ = ["GaussianDropout", "GaussianNoise", "noisy_mlp"]
 
 
-class GaussianNoise(nn.Module):
+class _NoiseLayer(nn.Module):
+    """Shared parts of the noise layers: the cheap input check and the generator's state.
+
+    The generator state is the layer's *extra state* (``model.state_dict()`` holds
+    ``{"generator": state}``, or ``{}`` without a generator; it loads with
+    ``torch.load(weights_only=True)``), so that checkpoints resume the noise exactly. State dicts
+    saved before this key existed still load with ``strict=True``.
+    """
+
+    generator: torch.Generator | None
+
+    def _check(self, x: object) -> torch.Tensor:
+        """Type and dtype only: no host synchronisation in the forward pass. NaN or inf in
+        ``x`` is left to :func:`advbook.train.fit`, which stops on a non-finite loss."""
+        return check_floating(x, "x", type(self).__name__)
+
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"{type(self).__name__}: extra state must be a dict, got "
+                            f"{type(state).__name__}")
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
+
+    # long: nn.Module's signature of this hook takes seven arguments
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+        strict: bool, missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str],
+    ) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        key = prefix + "_extra_state"
+        if key not in state_dict and key in missing_keys:  # saved before the key existed
+            missing_keys.remove(key)
+
+
+class GaussianNoise(_NoiseLayer):
     """Additive Gaussian noise ``h ↦ h + σ·ξ``, ``ξ ~ N(0, I)``, in training mode only.
 
     Args:
@@ -46,6 +85,7 @@ class GaussianNoise(nn.Module):
         self.generator = generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
         if not self.training or self.sigma == 0:
             return x
         return x + self.sigma * randn_like(x, self.generator)
@@ -54,7 +94,7 @@ class GaussianNoise(nn.Module):
         return f"sigma={self.sigma}"
 
 
-class GaussianDropout(nn.Module):
+class GaussianDropout(_NoiseLayer):
     """Multiplicative Gaussian noise ``h ↦ h ⊙ m``, ``m ~ N(1, α)``, ``α = p/(1−p)``, when training.
 
     Args:
@@ -83,6 +123,7 @@ class GaussianDropout(nn.Module):
         return self.p / (1.0 - self.p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
         if not self.training or self.p == 0:
             return x
         return x * (1.0 + math.sqrt(self.alpha) * randn_like(x, self.generator))

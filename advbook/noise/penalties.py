@@ -32,8 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
-from .._core.checks import check_generator, check_nonneg_float, check_positive_int
-from .._core.random import rademacher_like
+from .._core.checks import (
+    check_finite,
+    check_generator,
+    check_nonneg_float,
+    check_positive_int,
+)
+from .._core.random import SeededCallable, rademacher_like
 from .._core.types import LossFn, ParamDict
 from ..train import Objective
 from ._common import (
@@ -65,7 +70,7 @@ def _check_estimator_args(
     **probes: int | None,
 ) -> None:
     """The checks shared by the vmapped estimators; ``probes``: the probe-count argument."""
-    check_nonempty_batch(x, "x")
+    check_nonempty_batch(x, "x", min_ndim=2, where=what)
     for name, value in probes.items():
         check_positive_int(value, name, allow_none=True)
     check_positive_int(chunk_size, "chunk_size", allow_none=True)
@@ -234,6 +239,8 @@ def hessian_trace_term(
         generator: seeded source of the probes.
     """
     _check_estimator_args("hessian_trace_term", model, x, chunk_size, generator, probes=probes)
+    if isinstance(y, torch.Tensor):
+        check_finite(y, "y", "hessian_trace_term")
     selected = select_parameters(model, params)
     n = x.shape[0]
 
@@ -323,7 +330,9 @@ def input_gradient_penalty(
 
     The gradient is taken w.r.t. a detached copy of ``x``: nothing flows back into ``x``.
     """
-    check_nonempty_batch(x, "x")
+    check_nonempty_batch(x, "x", where="input_gradient_penalty")
+    if isinstance(y, torch.Tensor):
+        check_finite(y, "y", "input_gradient_penalty")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     check_no_training_batchnorm(model, "input_gradient_penalty")
@@ -389,7 +398,8 @@ def penalty_objective(
             return loss, out
         return loss + eta * compute(model, x, y), out
 
-    return objective
+    name = f"penalty_objective(eta={eta!r}, penalty={penalty!r})"
+    return SeededCallable(objective, generator, name)
 
 
 def _penalty_fn(

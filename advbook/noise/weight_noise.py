@@ -26,8 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .._core.checks import check_generator, check_nonneg_float, check_positive_int
-from .._core.random import randn_like
+from .._core.checks import (
+    check_finite,
+    check_generator,
+    check_nonneg_float,
+    check_positive_int,
+)
+from .._core.random import SeededCallable, randn_like
 from .._core.types import LossFn
 from ..train import Objective
 from ._common import (
@@ -146,6 +151,9 @@ def _check_noise(
                 f"noise[{name!r}] must have shape (samples, *{tuple(params[name].shape)}), got "
                 f"{tuple(xi.shape) if isinstance(xi, torch.Tensor) else type(xi).__name__}"
             )
+        if not xi.is_floating_point():
+            raise TypeError(f"noise[{name!r}]: expected a floating-point tensor, got {xi.dtype}")
+        check_finite(xi, f"noise[{name!r}]", "weight_noise_loss")
         counts.add(xi.shape[0])
         if len(counts) > 1:
             raise ValueError("every entry of noise must hold the same number of samples")
@@ -193,7 +201,9 @@ def weight_noise_loss(
     The model is evaluated in its current mode (use ``model.eval()`` to switch off dropout and
     noise layers); BatchNorm in training mode is refused. Nothing about the model is changed.
     """
-    check_nonempty_batch(x, "x")
+    check_nonempty_batch(x, "x", where="weight_noise_loss")
+    if isinstance(y, torch.Tensor):
+        check_finite(y, "y", "weight_noise_loss")
     eta = check_nonneg_float(eta, "eta")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
@@ -254,6 +264,8 @@ def weight_noise_objective(
     def objective(
         model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        # type and shape only: fit stops on a non-finite loss, no host sync per step
+        check_nonempty_batch(x, "x", finite=False, where="weight_noise_objective")
         selected = select_parameters(model, params)
         noise = draw_weight_noise(model, samples, params=params, generator=generator)
         losses, outputs = [], []
@@ -266,4 +278,5 @@ def weight_noise_objective(
         total: torch.Tensor = reduce(operator.add, losses)
         return total / samples, reduce(operator.add, outputs) / samples
 
-    return objective
+    name = f"weight_noise_objective(eta={eta!r}, samples={samples!r})"
+    return SeededCallable(objective, generator, name)
