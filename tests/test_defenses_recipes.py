@@ -390,3 +390,36 @@ def test_pgd_at_is_clearly_more_robust_than_standard_training_on_mnist() -> None
         robust[name] = res.accuracy["pgd"]
     assert robust["standard"] < 0.15
     assert robust["pgd"] > robust["standard"] + 0.25, robust
+
+
+def test_training_time_attacks_do_not_warn_about_masked_gradients() -> None:
+    """Recipes and the overfitting detector make training examples or report masking
+    themselves: no GradientMaskingWarning, while an evaluation still warns. (Adversarial
+    augmentation freezes the parameters, so there a detaching model is an error already.)"""
+    import functools
+    import warnings
+
+
+    class Detaching(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x.detach())
+
+    torch.manual_seed(0)
+    model = Detaching()
+    x = torch.rand(8, 1, 4, 4)
+    y = model(x).argmax(1)
+    makers = [
+        lambda: defenses.fgsm_at_objective(0.1)(model, x, y),
+        lambda: defenses.pgd_at_objective(0.1, steps=2)(model, x, y),
+        lambda: defenses.CatastrophicOverfittingDetector(x, y, 0.1).measure(model),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", attacks.GradientMaskingWarning)
+        for make in makers:
+            make()
+    with pytest.warns(attacks.GradientMaskingWarning):
+        attacks.robust_accuracy(model, x, y, {"FGSM": functools.partial(attacks.fgsm, eps=0.1)})

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .._core.checks import check_choice
+from .._core.warnings import GradientMaskingError, GradientMaskingWarning
 
 __all__ = [
     "MASKING_CHOICES",
@@ -33,24 +34,6 @@ __all__ = [
 MASKING_CHOICES = ("warn", "raise", "ignore")
 
 _SECTION = 'see the book, section "Gradient masking" (sec-gradient-masking)'
-
-
-class GradientMaskingWarning(UserWarning):
-    """An attack had no gradient to follow for some samples it did not fool.
-
-    ``masked`` is the number of such samples, ``unfooled`` the number the attack did not fool
-    and ``total`` the number it attacked.
-    """
-
-    def __init__(self, message: str, masked: int = 0, unfooled: int = 0, total: int = 0) -> None:
-        super().__init__(message)
-        self.masked = masked
-        self.unfooled = unfooled
-        self.total = total
-
-
-class GradientMaskingError(ValueError):
-    """Raised instead of :class:`GradientMaskingWarning` when ``on_masking="raise"``."""
 
 
 def check_on_masking(on_masking: object) -> str:

@@ -32,6 +32,7 @@ from .._core.checks import (  # check_bounds: a keyword argument
 from .._core.guard import eval_mode, frozen_parameters
 from .._core.random import generator_from_seed
 from .._core.types import Attack
+from .._core.warnings import training_time_attack
 from .base import Params, resolve_seed
 
 __all__ = ["AdversarialAugment", "Attack"]
@@ -166,7 +167,7 @@ class AdversarialAugment:
         return (out, {"index": index}) if return_params else out
 
     def _run_attack(self, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        with eval_mode(model, enable_grad=True), frozen_parameters(model):
+        with eval_mode(model, enable_grad=True), frozen_parameters(model), training_time_attack():
             x_adv = self.attack(model, xs, ys)
         if not isinstance(x_adv, torch.Tensor):
             raise TypeError(f"the attack must return a tensor, got {type(x_adv).__name__}")

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._core.checks import NORMS, check_batch, check_choice, check_positive_float
+from .._core.warnings import training_time_attack
 from ..attacks import fgsm
 from ._common import Recipe
 
@@ -75,10 +76,11 @@ class FGSMATObjective(Recipe):
         """The one-step adversarial examples ``x'`` (detached)."""
         if self.eps == 0:
             return x.detach().clone()
-        return fgsm(
-            model, x, y, eps=self.eps, norm=self.norm, random_start=self.random_start,
-            alpha=self.step_size, bounds=self.bounds, generator=self.generator,
-        )
+        with training_time_attack():
+            return fgsm(
+                model, x, y, eps=self.eps, norm=self.norm, random_start=self.random_start,
+                alpha=self.step_size, bounds=self.bounds, generator=self.generator,
+            )
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         check_batch(model, x, y, "fgsm_at_objective")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._core.checks import check_batch, check_fraction
+from .._core.warnings import training_time_attack
 from ..attacks import fgsm
 from ._common import Recipe
 
@@ -68,8 +69,9 @@ class MixedObjective(Recipe):
         """``x' = attack(model, x, y, eps=ε, ...)`` (detached)."""
         if self.eps == 0:
             return x.detach().clone()
-        x_adv = self.attack(model, x, y, eps=self.eps, bounds=self.bounds,
-                            generator=self.generator)
+        with training_time_attack():
+            x_adv = self.attack(model, x, y, eps=self.eps, bounds=self.bounds,
+                                generator=self.generator)
         if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
             got = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
             raise ValueError(f"mixed_objective: the attack must return a tensor of shape "

@@ -13,6 +13,7 @@ from .._core.checks import (
     check_positive_float,
     check_positive_int,
 )
+from .._core.warnings import training_time_attack
 from ..attacks import pgd
 from ._common import Recipe
 
@@ -87,11 +88,12 @@ class PGDATObjective(Recipe):
         """The inner maximiser ``x'`` (detached), computed in eval mode."""
         if self.eps == 0:
             return x.detach().clone()
-        return pgd(
-            model, x, y, eps=self.eps, alpha=self.step_size, steps=self.steps,
-            norm=self.norm, random_start=self.random_start, restarts=self.restarts,
-            bounds=self.bounds, generator=self.generator, select="max_loss",
-        )
+        with training_time_attack():
+            return pgd(
+                model, x, y, eps=self.eps, alpha=self.step_size, steps=self.steps,
+                norm=self.norm, random_start=self.random_start, restarts=self.restarts,
+                bounds=self.bounds, generator=self.generator, select="max_loss",
+            )
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         check_batch(model, x, y, "pgd_at_objective")
