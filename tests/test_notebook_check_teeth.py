@@ -42,8 +42,11 @@ _a.fgsm = fgsm
         """
 import sys
 import advbook.attacks
+from advbook._core.balls import steepest_ascent_direction
 _p = sys.modules["advbook.attacks.pgd"]  # the package attribute "pgd" is the function
-_p.project = lambda delta, eps, norm: delta
+# PGD's update without the projection onto the ball (only the box clip remains)
+_p.projected_step = lambda x, x_t, grad, step, eps, norm, bounds: (
+    x_t + step * steepest_ascent_direction(grad, norm)).clamp_(*bounds)
 """,
     ),
     # Label smoothing with PyTorch's eps/k off-targets instead of the book's eps/(k - 1).

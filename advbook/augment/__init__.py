@@ -32,7 +32,7 @@ from .adversarial import AdversarialAugment
 from .base import Bounds, Compose, Identity, Params, RepeatChannels, Transform
 from .erasing import Cutout, RandomErasing
 from .geometric import RandomAffine, RandomRotation, affine_grid, affine_theta
-from .hooks import as_batch_hook
+from .hooks import AugmentBatchHook, as_batch_hook
 from .noise import GaussianBlur, RandomGaussianNoise, gaussian_kernels
 from .photometric import (
     RandomBackground,
@@ -57,6 +57,7 @@ __all__ = [
     "DOMAIN_SHIFTS",
     "AdversarialAugment",
     "Attack",
+    "AugmentBatchHook",
     "Bounds",
     "Compose",
     "Cutout",

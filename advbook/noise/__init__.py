@@ -26,7 +26,7 @@ data's device is used.
 from __future__ import annotations
 
 from ._common import ParamSelection, select_parameters
-from .input_noise import add_input_noise, input_noise_hook
+from .input_noise import InputNoiseHook, add_input_noise, input_noise_hook
 from .layers import GaussianDropout, GaussianNoise, noisy_mlp
 from .penalties import (
     PenaltyFn,
@@ -47,6 +47,7 @@ from .weight_noise import (
 __all__ = [
     "GaussianDropout",
     "GaussianNoise",
+    "InputNoiseHook",
     "LossFn",
     "ParamSelection",
     "PenaltyFn",
