@@ -29,21 +29,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import TqdmExperimentalWarning, TqdmWarning
 
 from . import distributed as dist_mod
 from ._core.checks import check_positive_int
 from ._core.devices import model_device
 from ._core.guard import eval_mode
+from ._core.progress import progress_enabled, tqdm
 from ._core.types import LossFn
 from .checkpoint import Checkpoint, read_checkpoint, restore_checkpoint, save_checkpoint
-from .utils import progress_enabled
-
-with warnings.catch_warnings():
-    # Without ipywidgets, tqdm.auto warns once and falls back to the text bar; that is fine.
-    warnings.simplefilter("ignore", TqdmWarning)
-    warnings.simplefilter("ignore", TqdmExperimentalWarning)
-    from tqdm.auto import tqdm
 
 __all__ = [
     "BatchHook", "EpochCallback", "NonFiniteLossError", "Objective", "evaluate", "fit", "predict",

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import torch
 
+from ._core.progress import progress_enabled
 from ._core.random import generator_from_seed
 
 __all__ = ["get_device", "progress_enabled", "seed_everything"]
@@ -45,17 +46,3 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
             raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def progress_enabled(progress: bool | None = None) -> bool:
-    """Decide whether to show ``tqdm`` progress bars.
-
-    An explicit ``True``/``False`` wins. Otherwise bars are on, except when the environment
-    variable ``ADVBOOK_PROGRESS`` is ``0`` or when ``CI`` is set, so that logs and the stored
-    notebook outputs stay free of timing noise.
-    """
-    if progress is not None:
-        return bool(progress)
-    if os.environ.get("ADVBOOK_PROGRESS", "").strip() == "0":
-        return False
-    return not os.environ.get("CI")

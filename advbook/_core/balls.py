@@ -12,6 +12,7 @@ __all__ = [
     "batch_norms",
     "per_sample",
     "project",
+    "projected_step",
     "sample_ball",
     "sample_start",
     "steepest_ascent_direction",
@@ -98,3 +99,12 @@ def sample_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | 
     z = _unit_directions(x, generator)
     radius = eps * draw_like("rand", x, generator, (x.shape[0],))
     return z * per_sample(radius, z)
+
+
+def projected_step(
+    x: Tensor, x_t: Tensor, grad: Tensor, step_size: float, eps: float, norm: str,
+    bounds: tuple[float, float],
+) -> Tensor:
+    """``clip_[lo, hi](x + Π_ε(xᵗ − x + α · d(∇)))``, ``d`` the steepest-ascent direction."""
+    delta = (x_t - x) + step_size * steepest_ascent_direction(grad, norm)
+    return (x + project(delta, eps, norm)).clamp_(*bounds)

@@ -1,20 +1,27 @@
-"""Batched tensor helpers shared by the attacks: norms, projections, random starts, gradients."""
+"""The attacks' view of the iterative core (:mod:`advbook._core.objectives`, ``balls``,
+``worst_case``): re-exports, plus the logits check that only the attacks need."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
+from functools import partial
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._core.balls import (
     batch_norms,
     per_sample,
     project,
+    projected_step,
     sample_ball,
     sample_start,
     steepest_ascent_direction,
+)
+from .._core.objectives import (
+    ce_objective,
+    input_gradient,
+    is_success,
+    objective_and_grad,
 )
 from ._checks import check_logits
 
@@ -24,6 +31,8 @@ __all__ = [
     "ce_objective_and_grad",
     "input_gradient",
     "is_success",
+    "logits_check",
+    "objective_and_grad",
     "per_sample",
     "project",
     "projected_step",
@@ -33,16 +42,16 @@ __all__ = [
 ]
 
 
-def is_success(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
-    """Per-sample attack success: ``argmax ≠ y`` (untargeted) or ``argmax = y`` (targeted)."""
-    pred = logits.argmax(dim=1)
-    return pred == y if targeted else pred != y
+def logits_check(check: tuple[int, str] | None) -> Callable[[Tensor, Tensor], None] | None:
+    """``check=(y_max, name)`` as a callback validating the first logits (or ``None``)."""
+    if check is None:
+        return None
+    y_max, name = check
 
+    def _check(logits: Tensor, x: Tensor) -> None:
+        check_logits(logits, x.shape[0], y_max, name=name)
 
-def ce_objective(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
-    """Per-sample attack objective: ``CE(f(x), y)`` untargeted, ``−CE(f(x), t)`` targeted."""
-    objective = F.cross_entropy(logits, y, reduction="none")
-    return -objective if targeted else objective
+    return _check
 
 
 def ce_objective_and_grad(
@@ -53,47 +62,8 @@ def ce_objective_and_grad(
     *,
     check: tuple[int, str] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The attack objective ``J_i``, the logits and ``∇_x Σ_i J_i`` at ``x_adv``.
-
-    ``J_i = CE(f(x_i), y_i)`` untargeted (to be maximised) and ``J_i = −CE(f(x_i), t_i)``
-    targeted. The loss is summed, not averaged, so each sample's gradient does not depend on the
-    batch size. Only ``x_adv`` is differentiated (``torch.autograd.grad``): parameters and their
-    ``.grad`` are untouched. ``check=(y_max, name)`` validates the logits first.
-    """
-    x_adv = x_adv.detach().requires_grad_(True)
-    logits = model(x_adv)
-    if check is not None:
-        check_logits(logits, x_adv.shape[0], check[0], name=check[1])
-    objective = ce_objective(logits, y, targeted)
-    if not objective.requires_grad:
-        raise ValueError(
-            "the model's output does not depend on x through autograd (does the model detach "
-            "its input or run under torch.no_grad()?); gradient attacks need a differentiable "
-            "model"
-        )
-    grad = input_gradient(objective.sum(), x_adv)
-    return objective.detach(), logits.detach(), grad
-
-
-def input_gradient(
-    output: Tensor, x: Tensor, grad_output: Tensor | None = None, *, retain_graph: bool = False
-) -> Tensor:
-    """``∇ₓ`` of ``output`` (a vector-Jacobian product with ``grad_output`` if given).
-
-    Zeros where ``output`` does not depend on ``x`` (``torch.autograd.grad`` with
-    ``allow_unused=True`` returns ``None`` then).
-    """
-    grads: Sequence[Tensor | None] = torch.autograd.grad(
-        output, x, grad_output, retain_graph=retain_graph, allow_unused=True
-    )
-    grad = grads[0]
-    return torch.zeros_like(x) if grad is None else grad
-
-
-def projected_step(
-    x: Tensor, x_t: Tensor, grad: Tensor, step_size: float, eps: float, norm: str,
-    bounds: tuple[float, float],
-) -> Tensor:
-    """``clip_[lo, hi](x + Π_ε(xᵗ − x + α · d(∇)))``, ``d`` the steepest-ascent direction."""
-    delta = (x_t - x) + step_size * steepest_ascent_direction(grad, norm)
-    return (x + project(delta, eps, norm)).clamp_(*bounds)
+    """The CE objective ``J_i``, the logits and ``∇_x Σ_i J_i`` at ``x_adv`` (see
+    :func:`advbook._core.objectives.objective_and_grad`); ``check=(y_max, name)`` validates the
+    logits first."""
+    objective = partial(ce_objective, y=y, targeted=targeted)
+    return objective_and_grad(model, x_adv, objective, on_logits=logits_check(check))

@@ -17,13 +17,13 @@ from .._core.checks import (
     check_positive_int,
 )
 from .._core.guard import detached_copy, model_guard
+from .._core.worst_case import WorstCase, retire_fooled, rows_to_attack
 from ._checks import check_inputs, check_logits
 from ._masking import and_vanished, check_on_masking, report_masking
 from ._utils import (
     ce_objective,
     ce_objective_and_grad,
     is_success,
-    per_sample,
     projected_step,
     sample_start,
 )
@@ -135,9 +135,9 @@ def pgd(
         return x.detach().clone()
     with model_guard(model):
         x0, y = detached_copy(x), detached_copy(y).long()
-        worst = _WorstCase.start(x0)
+        worst = WorstCase.start(x0)
         for restart in range(restarts):
-            rows = _rows_to_attack(worst, restart, early_stop)
+            rows = rows_to_attack(worst, restart, early_stop)
             if rows.numel() == 0:
                 break
             start = x0[rows]
@@ -165,65 +165,6 @@ class _Settings:
     evaluate_all_last: bool
 
 
-def _worse_for_model(
-    fooled: Tensor, objective: Tensor, ref_fooled: Tensor, ref_objective: Tensor
-) -> Tensor:
-    """Per sample, ``(fooled, objective)`` beats the reference lexicographically: fooling the
-    model first, then a higher objective."""
-    return (fooled & ~ref_fooled) | ((fooled == ref_fooled) & (objective > ref_objective))
-
-
-@dataclass
-class _WorstCase:
-    """Per sample, the worst-for-the-model point found so far, whether it fools the model, its
-    objective (``−inf`` before any point was judged) and whether every input gradient computed
-    for it so far vanished (``masked``, ``True`` before any)."""
-
-    x: Tensor
-    fooled: Tensor
-    objective: Tensor
-    masked: Tensor
-
-    @classmethod
-    def start(cls, x: Tensor) -> _WorstCase:
-        """Nothing judged yet: ``x`` itself, not fooling, objective ``−inf``."""
-        n = x.shape[0]
-        return cls(
-            x=x.clone(),
-            fooled=torch.zeros(n, dtype=torch.bool, device=x.device),
-            objective=torch.full((n,), -torch.inf, dtype=x.dtype, device=x.device),
-            masked=torch.ones(n, dtype=torch.bool, device=x.device),
-        )
-
-    def update(self, x: Tensor, fooled: Tensor, objective: Tensor) -> None:
-        """Keep, per sample, the worse for the model of the stored point and ``x``."""
-        better = _worse_for_model(fooled, objective, self.fooled, self.objective)
-        self.x = torch.where(per_sample(better, x), x, self.x)
-        self.fooled = self.fooled | fooled
-        self.objective = torch.where(better, objective, self.objective)
-
-    def select(self, rows: Tensor) -> _WorstCase:
-        """The entries of the samples ``rows``."""
-        return _WorstCase(self.x[rows], self.fooled[rows], self.objective[rows], self.masked[rows])
-
-    def merge_into(self, overall: _WorstCase, rows: Tensor) -> None:
-        """Merge these entries into ``overall`` at ``rows`` (in place), keeping the worse case."""
-        better = _worse_for_model(
-            self.fooled, self.objective, overall.fooled[rows], overall.objective[rows]
-        )
-        overall.x[rows] = torch.where(per_sample(better, self.x), self.x, overall.x[rows])
-        overall.objective[rows] = torch.where(better, self.objective, overall.objective[rows])
-        overall.fooled[rows] = overall.fooled[rows] | self.fooled
-        overall.masked[rows] = overall.masked[rows] & self.masked
-
-
-def _rows_to_attack(worst: _WorstCase, restart: int, early_stop: bool) -> Tensor:
-    """The samples a restart attacks: all of them, or with ``early_stop`` those not yet fooled."""
-    if early_stop and restart > 0:
-        return (~worst.fooled).nonzero().squeeze(1)
-    return torch.arange(worst.x.shape[0], device=worst.x.device)
-
-
 def _attack_from(
     model: nn.Module,
     x0: Tensor,
@@ -232,14 +173,14 @@ def _attack_from(
     start: Tensor,
     settings: _Settings,
     check: _LogitsCheck,
-    overall: _WorstCase,
+    overall: WorstCase,
 ) -> None:
     """One PGD run from ``start``; merges its per-sample worst case into ``overall`` at ``rows``.
 
     With ``early_stop`` a sample leaves the batch at its first fooling iterate.
     """
     x_t = start
-    run = _WorstCase(
+    run = WorstCase(
         x=start,
         fooled=torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device),
         objective=torch.full((x0.shape[0],), -torch.inf, dtype=x0.dtype, device=x0.device),
@@ -265,7 +206,7 @@ def _attack_from(
         with torch.no_grad():
             run.update(x_t, fooled, objective)
             if settings.early_stop and not bool((~run.fooled).all()):
-                kept = _retire_fooled(run, rows, overall)
+                kept = retire_fooled(run, rows, overall)
                 if kept.numel() == 0:
                     return
                 x_t, x0, y, rows = x_t[kept], x0[kept], y[kept], rows[kept]
@@ -278,13 +219,6 @@ def _attack_from(
             )
     with torch.no_grad():
         run.merge_into(overall, rows)
-
-
-def _retire_fooled(run: _WorstCase, rows: Tensor, overall: _WorstCase) -> Tensor:
-    """Merge the samples ``run`` has fooled into ``overall``; return the positions of the rest."""
-    done = run.fooled.nonzero().squeeze(1)
-    run.select(done).merge_into(overall, rows[done])
-    return (~run.fooled).nonzero().squeeze(1)
 
 
 def _evaluate_last(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._core.balls import project, steepest_ascent_direction
+from .._core.balls import project, projected_step
 from .._core.checks import (
     NORMS,
     check_batch,
@@ -23,6 +24,7 @@ from .._core.checks import (
     check_positive_int,
 )
 from .._core.guard import eval_mode
+from .._core.objectives import kl_objective, objective_and_grad
 from .._core.random import randn_like
 from ._common import Recipe
 
@@ -107,16 +109,16 @@ class _AscentSteps:
 def _kl_ascent(model: nn.Module, x0: Tensor, x_adv: Tensor, logits_clean: Tensor,
                schedule: _AscentSteps) -> Tensor:
     """``steps`` projected steepest-ascent steps on ``Σᵢ KL(p(x0ᵢ) ‖ q(x'ᵢ))`` from ``x_adv``."""
+    objective = partial(kl_objective, logits_clean)
     for _ in range(schedule.steps):
-        xt = x_adv.detach().requires_grad_(True)
-        kl = _kl_sum(logits_clean, model(xt))
-        if not kl.requires_grad:
-            raise ValueError("trades_perturb: the model's output does not depend on x through "
-                             "autograd; TRADES needs a differentiable model")
-        (grad,) = torch.autograd.grad(kl, xt)
+        try:
+            _, _, grad = objective_and_grad(model, x_adv, objective)
+        except ValueError as err:
+            raise ValueError(f"trades_perturb: {err}; TRADES needs a differentiable "
+                             "model") from None
         with torch.no_grad():
-            delta = (xt - x0) + schedule.step * steepest_ascent_direction(grad, schedule.norm)
-            x_adv = (x0 + project(delta, schedule.eps, schedule.norm)).clamp(*schedule.bounds)
+            x_adv = projected_step(x0, x_adv, grad, schedule.step, schedule.eps, schedule.norm,
+                                   schedule.bounds)
     return x_adv.detach()
 
 
