@@ -225,11 +225,9 @@ def test_constant_logit_shift_changes_neither_cw_nor_deepfool(
 
 
 def test_cw_succeeds_on_binary_images(trained: tuple[nn.Module, Tensor, Tensor]) -> None:
-    """Pixels at exactly 0 or 1 sit at ±∞ in tanh space without the (1 − 10⁻⁶) shrink.
-
-    With it they start at w = ±7.25, where tanh is flat; Adam moves w by about ``lr`` per step
-    whatever the gradient's size, so a larger step size lets them move within 100 steps.
-    """
+    """Pixels at exactly 0 or 1 would sit at ±∞ in tanh space; the stretched map
+    ``x' = ½ + ½·tanh(w)/(1 − η)`` starts them at ``w = ±artanh(1 − η)``, where the gradient is
+    alive (tests/test_carlini_wagner_defects.py checks the default step size too)."""
     model, x, y = trained
     xb = (x[:60] > 0.5).to(x.dtype)
     yb = y[:60]

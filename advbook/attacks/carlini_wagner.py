@@ -21,7 +21,12 @@ from ._utils import batch_norms, per_sample
 
 __all__ = ["carlini_wagner"]
 
-_SHRINK = 1.0 - 1e-6  # keeps arctanh finite for pixels exactly at the bounds
+# the tanh is stretched by 1/(1 − η) and w confined to |w| ≤ artanh(1 − η): pixels at exactly
+# ``lo``/``hi`` sit where tanh' = 1 − (1 − η)² ≈ 2η, not at ±∞ (or at ±7.25 for a 1 − 10⁻⁶ shrink,
+# where tanh' ≈ 2·10⁻⁶ and Adam cannot move them within a few hundred steps)
+_ETA = 1e-2
+_W_MAX = math.atanh(1.0 - _ETA)
+_PATIENCE = 2  # consecutive stalled windows before a sample aborts its round
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 _MAX_CONST = 1e10
 
@@ -39,7 +44,7 @@ def _margin(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
     return other - own if targeted else own - other
 
 
-# long: signature and docstring (the algorithm's reference) alone are 66 lines
+# long: signature and docstring (the algorithm's reference) alone are 71 lines
 def carlini_wagner(
     model: nn.Module,
     x: Tensor,
@@ -61,10 +66,17 @@ def carlini_wagner(
 
         ‖x'(w) − x̃‖₂² + c · max(z_y(x'(w)) − max_{j≠y} z_j(x'(w)) + κ, 0)
 
-    with the change of variables ``x'(w) = a + b · tanh(w)`` (``a = (hi+lo)/2``, ``b =
-    (hi−lo)/2``), which keeps ``x'`` inside the box without clipping, started at ``w₀ =
-    artanh((1 − 10⁻⁶) · (x − a)/b)`` (the shrink keeps pixels at exactly ``lo``/``hi`` finite and
-    movable) and ``x̃ = x'(w₀)``. Targeted: the hinge is ``max(max_{j≠t} z_j − z_t + κ, 0)``.
+    with the stretched change of variables (``a = (hi+lo)/2``, ``b = (hi−lo)/2``, ``η = 10⁻²``) ::
+
+        x'(w) = clip(a + b · tanh(w) / (1 − η), lo, hi),   |w| ≤ W = artanh(1 − η),
+        w₀ = artanh((1 − η) · (x − a)/b),                   x̃ = x'(w₀)  (= x up to rounding),
+
+    ``w`` being clipped to ``[−W, W]`` after every step, where ``x'(±W) = a ± b`` are the box's
+    edges (the clip only removes rounding; its gradient is taken as the identity). Pixels at
+    exactly ``lo``/``hi`` (binarised images) start at ``w₀ = ±W``, where ``∂x'/∂w = b (2 − η) η /
+    (1 − η) ≈ 2ηb`` is alive, not at ``±∞`` (plain tanh) or at ``±7.25`` (a ``1 − 10⁻⁶`` shrink,
+    ``∂x'/∂w ≈ 2·10⁻⁶ b``: such pixels would hardly move). Targeted: the hinge is
+    ``max(max_{j≠t} z_j − z_t + κ, 0)``.
 
     The constant is searched per sample: starting from ``c``, multiplied by 10 while no
     adversarial example is found, then bisected between the largest failing and the smallest
@@ -74,10 +86,11 @@ def carlini_wagner(
     max_{j≠t} z_j``); every iterate is checked, and the closest adversarial one is kept.
 
     Early abort is decided per sample, never on the batch sum: every ``⌈steps/10⌉`` steps the
-    lowest loss of the last window is compared with that of the previous window. A sample that
-    has found an adversarial example in this round stops when its loss fell by less than 0.01 %
-    and its best distance did not improve; one that has not stops after two such windows in a
-    row. Stopped samples leave the batch, so the others run faster.
+    lowest loss of the last window is compared with that of the previous window. A window has
+    stalled for a sample when its loss fell by less than 0.01 % and its closest adversarial
+    distance did not improve; a sample stops after two stalled windows in a row (one window is
+    too little patience: it costs a few percent of median distance). Stopped samples leave the
+    batch, so the others run faster.
 
     Derived in the book, section :ref:`sec-cw` of chapter *Adversarial examples*.
 
@@ -115,8 +128,7 @@ def carlini_wagner(
         return x.detach().clone()
     settings = _Settings(
         kappa=kappa, lr=lr_, steps=steps, abort_early=abort_early,
-        check_every=math.ceil(steps / 10), targeted=targeted, centre=(hi + lo) / 2,
-        half_width=(hi - lo) / 2,
+        check_every=math.ceil(steps / 10), targeted=targeted, lo=lo, hi=hi,
     )
     with model_guard(model):
         x0, y = detached_copy(x), detached_copy(y).long()
@@ -136,7 +148,7 @@ def carlini_wagner(
 
 @dataclass(frozen=True)
 class _Settings:
-    """The checked hyper-parameters of :func:`carlini_wagner` (the box: ``centre ± half_width``)."""
+    """The checked hyper-parameters of :func:`carlini_wagner`; the box is ``[lo, hi]``."""
 
     kappa: float
     lr: float
@@ -144,8 +156,18 @@ class _Settings:
     abort_early: bool
     check_every: int
     targeted: bool
-    centre: float
-    half_width: float
+    lo: float
+    hi: float
+
+    @property
+    def centre(self) -> float:
+        """``a = (hi + lo)/2``."""
+        return (self.hi + self.lo) / 2
+
+    @property
+    def half_width(self) -> float:
+        """``b = (hi − lo)/2``."""
+        return (self.hi - self.lo) / 2
 
 
 @dataclass
@@ -158,14 +180,35 @@ class _Closest:
     masked: Tensor
 
 
+class _ClipKeepGradient(torch.autograd.Function):
+    """``clamp(v, lo, hi)`` whose backward is the identity: at the box's edges the clip only
+    removes rounding, and a zero gradient there would freeze pixels at exactly ``lo``/``hi``."""
+
+    @staticmethod
+    def forward(ctx: object, v: Tensor, lo: float, hi: float) -> Tensor:
+        return v.clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor, None, None]:
+        return grad, None, None
+
+
+def _to_box(w: Tensor, settings: _Settings) -> Tensor:
+    """``x'(w) = clip(a + b · tanh(w)/(1 − η), lo, hi)``."""
+    a, b = settings.centre, settings.half_width
+    v = torch.tanh(w) * (b / (1.0 - _ETA)) + a
+    out: Tensor = _ClipKeepGradient.apply(v, settings.lo, settings.hi)
+    return out
+
+
 def _search_constants(
     model: nn.Module, x: Tensor, y: Tensor, c0: float, rounds: int, settings: _Settings
 ) -> _Closest:
     """The per-sample search over the constant ``c``; returns the closest adversarial points."""
     a, b = settings.centre, settings.half_width
     with torch.no_grad():
-        w0 = torch.atanh((x - a) / b * _SHRINK)
-        x_start = torch.tanh(w0) * b + a
+        w0 = torch.atanh(((x - a) / b * (1.0 - _ETA)).clamp(_ETA - 1.0, 1.0 - _ETA))
+        x_start = _to_box(w0, settings)
     m = x.shape[0]
     const = torch.full((m,), c0, dtype=torch.float64, device=x.device)
     lower = torch.zeros(m, dtype=torch.float64, device=x.device)
@@ -192,7 +235,7 @@ class _Samples:
     rows: Tensor  # their positions in the round's batch
     x: Tensor
     y: Tensor
-    w0: Tensor  # the start in tanh space, w₀ = artanh((1 − 10⁻⁶)·(x − a)/b)
+    w0: Tensor  # the start in tanh space, w₀ = artanh((1 − η)·(x − a)/b)
     x_start: Tensor  # x̃ = x'(w₀), the reference of the distance term
     const: Tensor  # the constants c, in x's dtype
     closest: Tensor  # closest adversarial iterate of the round so far
@@ -203,11 +246,11 @@ class _Samples:
     adam_m: Tensor  # Adam's first moment
     adam_v: Tensor  # Adam's second moment
     # early abort: lowest loss in the previous and current window, whether the closest distance
-    # improved in the current window, whether the previous window had stalled
+    # improved in the current window, how many windows in a row have stalled
     prev_window_min: Tensor
     window_min: Tensor
     window_improved: Tensor
-    stalled_before: Tensor
+    stalled_windows: Tensor
 
     @classmethod
     def start(
@@ -223,7 +266,7 @@ class _Samples:
             delta=torch.zeros_like(w0), adam_m=torch.zeros_like(w0), adam_v=torch.zeros_like(w0),
             prev_window_min=prev_window_min, window_min=prev_window_min.clone(),
             window_improved=torch.zeros(m, dtype=torch.bool, device=x.device),
-            stalled_before=torch.zeros(m, dtype=torch.bool, device=x.device),
+            stalled_windows=torch.zeros(m, dtype=torch.long, device=x.device),
         )
 
     def select(self, keep: Tensor) -> _Samples:
@@ -246,6 +289,7 @@ def _adam_round(
             samples.masked = and_vanished(samples.masked, grad)
             improved = _record_closest(samples, x_p, success)
             _adam_step(samples, grad, step + 1, settings.lr)
+            _clip_w(samples)
             if not settings.abort_early:
                 continue
             stop = _stop_early(samples, loss, improved, step, settings.check_every)
@@ -275,7 +319,7 @@ def _loss_and_gradient(
     """At ``x'(w₀ + δ)``: ``∇_δ`` of the summed loss, the per-sample loss, ``x'`` and whether
     ``x'`` is adversarial (all but the gradient detached)."""
     samples.delta.requires_grad_(True)
-    x_p = torch.tanh(samples.w0 + samples.delta) * settings.half_width + settings.centre
+    x_p = _to_box(samples.w0 + samples.delta, settings)
     logits = model(x_p)
     margin = _margin(logits, samples.y, settings.targeted)
     dist2 = (x_p - samples.x_start).flatten(1).pow(2).sum(dim=1)
@@ -305,6 +349,12 @@ def _adam_step(samples: _Samples, grad: Tensor, t: int, lr: float) -> None:
     samples.delta = samples.delta.detach().addcdiv_(samples.adam_m, denom, value=step)
 
 
+def _clip_w(samples: _Samples) -> None:
+    """Keep ``w = w₀ + δ`` in ``[−W, W]``, where ``x'`` spans the box and tanh' ≥ 2η − η²."""
+    w = (samples.w0 + samples.delta).clamp_(-_W_MAX, _W_MAX)
+    samples.delta = w.sub_(samples.w0)
+
+
 def _stop_early(
     samples: _Samples, loss: Tensor, improved: Tensor, step: int, check_every: int
 ) -> Tensor | None:
@@ -313,13 +363,10 @@ def _stop_early(
     samples.window_improved = samples.window_improved | improved
     if step % check_every:
         return None
-    # NaN counts as stalled
-    stalled = ~(samples.window_min <= 0.9999 * samples.prev_window_min)
-    found = samples.found
-    stop = (stalled & found & ~samples.window_improved) | (
-        stalled & samples.stalled_before & ~found
-    )
-    samples.stalled_before = stalled
+    # NaN counts as stalled; the closest distance improves only where an adversarial was found
+    stalled = ~(samples.window_min <= 0.9999 * samples.prev_window_min) & ~samples.window_improved
+    samples.stalled_windows = torch.where(stalled, samples.stalled_windows + 1, 0)
+    stop = samples.stalled_windows >= _PATIENCE
     samples.prev_window_min = samples.window_min
     samples.window_min = torch.full_like(samples.prev_window_min, torch.inf)
     samples.window_improved = torch.zeros_like(samples.window_improved)
