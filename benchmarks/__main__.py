@@ -2,7 +2,8 @@
 
 Runs the attack benchmark (:mod:`benchmarks.attacks`: FGSM, PGD-10 L∞ and L2, DeepFool at K=10
 and K=100, C&W, against torchattacks and foolbox) and the augmentation benchmark
-(:mod:`benchmarks.augment`, against kornia) on one device, writes
+(:mod:`benchmarks.augment`, against kornia) on one device, and on the CPU the AutoAttack
+protocol against torchattacks' components (:mod:`benchmarks.autoattack`), writes
 ``benchmarks/results/{attacks,augment}-<device>.csv`` and regenerates ``benchmarks/RESULTS.md``
 with the target checks (:mod:`benchmarks.report`). ``make bench`` runs it on the CPU with one
 thread per process; ``python -m benchmarks --device cuda`` on a GPU.
@@ -16,7 +17,7 @@ import time
 import pandas as pd
 import torch
 
-from . import attacks, augment, report
+from . import attacks, augment, autoattack, report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-attacks", action="store_true")
     parser.add_argument("--skip-augment", action="store_true")
+    parser.add_argument("--skip-autoattack", action="store_true")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
         df.to_csv(report.RESULTS / f"augment-{args.device}.csv", index=False,
                   float_format="%.4f")
         print(augment._markdown(df), "\n")
+    if not args.skip_autoattack and args.device == "cpu":
+        df = autoattack.run()
+        df.to_csv(report.RESULTS / "autoattack-cpu.csv", index=False, float_format="%.4f")
+        print(df.to_string(index=False), "\n")
     print(report.write_results_md())
     print(f"\nbenchmarks took {time.perf_counter() - start:.0f} s; "
           f"wrote {report.HERE / 'RESULTS.md'}")

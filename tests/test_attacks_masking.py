@@ -15,8 +15,10 @@ from advbook.attacks import (
     GradientMaskingError,
     GradientMaskingWarning,
     accuracy_vs_eps,
+    apgd,
     carlini_wagner,
     deepfool,
+    fab,
     fgsm,
     min_norm_distances,
     pgd,
@@ -39,6 +41,11 @@ ATTACKS: dict[str, AttackFn] = {
     "deepfool": partial(deepfool, steps=4),
     "deepfool-linf": partial(deepfool, steps=4, norm="linf"),
     "cw": partial(carlini_wagner, steps=4, binary_search_steps=2),
+    "apgd": partial(apgd, eps=0.1, steps=5, n_targets=2, generator=torch.Generator().manual_seed(0)),
+    "apgd-l2-dlr": partial(apgd, eps=0.5, norm="l2", loss="dlr", steps=4, restarts=2,
+                           n_targets=2, generator=torch.Generator().manual_seed(0)),
+    "fab-t": partial(fab, eps=0.1, steps=4, n_targets=2,
+                     generator=torch.Generator().manual_seed(0)),
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")

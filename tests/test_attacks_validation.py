@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from advbook.attacks import carlini_wagner, deepfool, fgsm, pgd
+from advbook.attacks import apgd, auto_attack, carlini_wagner, deepfool, fab, fgsm, pgd, square
 
 AttackFn = Callable[..., Tensor]
 
@@ -23,9 +23,20 @@ ATTACKS: dict[str, AttackFn] = {
     "deepfool": partial(deepfool, steps=4),
     "deepfool-linf": partial(deepfool, steps=4, norm="linf"),
     "cw": partial(carlini_wagner, steps=4, binary_search_steps=2),
+    "apgd": partial(apgd, eps=0.1, steps=5),
+    "apgd-l2-dlr-restarts": partial(apgd, eps=0.5, norm="l2", loss="dlr", steps=4, restarts=2),
+    "apgd-t": partial(apgd, eps=0.1, steps=4, loss="dlr", targeted=True, n_targets=3),
+    "apgd-eot": partial(apgd, eps=0.1, steps=3, eot_samples=2),
+    "fab-t": partial(fab, eps=0.1, steps=4, n_targets=2),
+    "fab-l2": partial(fab, eps=0.5, norm="l2", steps=4, targeted=False, restarts=2),
+    "square": partial(square, eps=0.1, queries=30),
+    "square-l2": partial(square, eps=0.5, norm="l2", queries=30),
+    "auto-attack": partial(auto_attack, eps=0.1, progress=False),
 }
-EPS_ATTACKS = {"fgsm": fgsm, "pgd": pgd}
-STEP_ATTACKS = {"pgd": partial(pgd, eps=0.1), "deepfool": deepfool, "cw": carlini_wagner}
+EPS_ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "fab": fab,
+               "square": partial(square, queries=10), "auto-attack": auto_attack}
+STEP_ATTACKS = {"pgd": partial(pgd, eps=0.1), "deepfool": deepfool, "cw": carlini_wagner,
+                "apgd": partial(apgd, eps=0.1), "fab": partial(fab, eps=0.1)}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -167,7 +178,7 @@ def test_runs_under_no_grad_and_inference_mode(name: str) -> None:
 
 
 def _seeded(name: str) -> dict[str, object]:
-    if name.startswith(("pgd", "fgsm")):
+    if name.startswith(("pgd", "fgsm", "apgd", "fab", "square", "auto")):
         return {"generator": torch.Generator().manual_seed(3)}
     return {}
 
@@ -320,6 +331,19 @@ def test_bad_bounds(name: str, bounds: object) -> None:
         (carlini_wagner, {"lr": -1.0}, "lr"),
         (carlini_wagner, {"binary_search_steps": 0}, "binary_search_steps"),
         (carlini_wagner, {"confidence": -1.0}, "confidence"),
+        (apgd, {"eps": 0.1, "rho": 1.5}, "rho"),
+        (apgd, {"eps": 0.1, "loss": "kl"}, "loss"),
+        (apgd, {"eps": 0.1, "restarts": 0}, "restarts"),
+        (apgd, {"eps": 0.1, "eot_samples": 0}, "eot_samples"),
+        (apgd, {"eps": 0.1, "norm": "l1"}, "norm"),
+        (fab, {"eps": 0.1, "restarts": 0}, "restarts"),
+        (fab, {"eps": 0.1, "norm": "l1"}, "norm"),
+        (square, {"eps": 0.1, "queries": 0}, "queries"),
+        (square, {"eps": 0.1, "p_init": 0.0}, "p_init"),
+        (square, {"eps": 0.1, "p_init": 1.5}, "p_init"),
+        (square, {"eps": 0.1, "norm": "l1"}, "norm"),
+        (auto_attack, {"eps": 0.1, "version": "fast"}, "version"),
+        (auto_attack, {"eps": 0.1, "batch_size": 0}, "batch_size"),
     ],
 )
 def test_bad_hyper_parameters(attack: AttackFn, kwargs: dict[str, object], match: str) -> None:
@@ -337,10 +361,12 @@ def test_non_differentiable_model_is_reported() -> None:
             return self.fc(x.detach().flatten(1)).detach()
 
     x, _ = _data()
-    y = torch.zeros(5, dtype=torch.long)
-    for attack in (partial(fgsm, eps=0.1), partial(pgd, eps=0.1), deepfool):
+    model = Detached()
+    y = model(x).argmax(1)  # correctly classified: apgd attacks only those
+    for attack in (partial(fgsm, eps=0.1), partial(pgd, eps=0.1), deepfool,
+                   partial(apgd, eps=0.1, steps=2)):
         with pytest.raises(ValueError, match="does not depend on x"):
-            attack(Detached(), x, y)
+            attack(model, x, y)
 
 
 @pytest.mark.cuda

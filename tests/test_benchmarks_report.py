@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from benchmarks import report
@@ -40,3 +42,21 @@ def test_gpu_notes_say_when_nothing_was_fooled_and_what_was_not_run() -> None:
     assert any("time only" in n for n in notes)
     assert any("DeepFool L2" in n and "C&W L2" in n for n in notes)
     assert not any("time only" in n for n in report.gpu_notes(pd.DataFrame(_rows("cuda", 1.4))))
+
+
+def test_autoattack_target_needs_both_speed_and_strength(tmp_path: Path) -> None:
+    def write(ours_s: float, ours_acc: float) -> str:
+        base = {"n": 1000, "eps": 0.2, "rounds": 1, "threads": 1, "machine": "cpu",
+                "load_before": 1.0, "load_after": 1.0, "floor_passes_per_point": 190.0,
+                "passes_per_point": 300.0}
+        pd.DataFrame([
+            {**base, "impl": "ours", "median_s": ours_s, "robust_accuracy": ours_acc,
+             "vs_torchattacks": ours_s / 10},
+            {**base, "impl": "torchattacks", "median_s": 10.0, "robust_accuracy": 0.30,
+             "vs_torchattacks": 1.0},
+        ]).to_csv(tmp_path / "autoattack-cpu.csv", index=False)
+        return "\n".join(report.autoattack_section(tmp_path))
+
+    assert "0.40×, met" in write(4.0, 0.30)
+    assert "NOT met" in write(6.0, 0.30)  # too slow
+    assert "NOT met" in write(4.0, 0.31)  # fast but weaker
