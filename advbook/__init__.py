@@ -13,7 +13,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attacks", "augment", "calibration", "checkpoint", "data", "defenses", "distributed",
+    "attacks", "augment", "calibration", "certify", "checkpoint", "data", "defenses",
+    "distributed",
     "flatness", "label_smoothing", "models", "noise", "plot", "sam", "train", "train_robust",
     "utils",
 }
