@@ -11,7 +11,11 @@ Each recipe is an ``objective(model, x, y) -> (loss, logits)`` for ``fit(..., ob
   :func:`trades_perturb`;
 * :class:`CatastrophicOverfittingDetector` — an ``epoch_callbacks`` entry that warns when the
   PGD accuracy collapses while the FGSM accuracy stays high;
-* :class:`EpsilonRamp` — an ``epoch_callbacks`` entry that grows the training ε linearly.
+* :class:`EpsilonRamp` — an ``epoch_callbacks`` entry that grows the training ε linearly;
+* :func:`gaussian_augmentation_objective`, :func:`consistency_objective`,
+  :func:`smoothadv_objective` — training for randomized smoothing (:mod:`advbook.certify`):
+  Gaussian augmentation (Cohen et al. 2019), consistency regularisation (Jeong & Shin 2020) and
+  SmoothAdv (Salman et al. 2019).
 
 Adversarial examples are generated with the model in eval mode; the loss passes run in train
 mode. Each docstring says which batches the BatchNorm running statistics come from. Recipes
@@ -26,18 +30,32 @@ from .mixed import MixedObjective, mixed_objective
 from .overfitting import CatastrophicOverfittingDetector
 from .pgd_at import PGDATObjective, pgd_at_objective
 from .schedule import EpsilonRamp
+from .smoothing import (
+    ConsistencyObjective,
+    GaussianAugmentationObjective,
+    SmoothAdvObjective,
+    consistency_objective,
+    gaussian_augmentation_objective,
+    smoothadv_objective,
+)
 from .trades import TRADESObjective, trades_objective, trades_perturb
 
 __all__ = [
     "CatastrophicOverfittingDetector",
+    "ConsistencyObjective",
     "EpsilonRamp",
     "FGSMATObjective",
+    "GaussianAugmentationObjective",
     "MixedObjective",
     "PGDATObjective",
+    "SmoothAdvObjective",
     "TRADESObjective",
+    "consistency_objective",
     "fgsm_at_objective",
+    "gaussian_augmentation_objective",
     "mixed_objective",
     "pgd_at_objective",
+    "smoothadv_objective",
     "trades_objective",
     "trades_perturb",
 ]
