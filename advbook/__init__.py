@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "attacks", "augment", "calibration", "certify", "checkpoint", "data", "defenses",
     "distributed",
-    "flatness", "label_smoothing", "models", "noise", "plot", "sam", "train", "train_robust",
-    "utils",
+    "flatness", "label_smoothing", "models", "noise", "plot", "sam", "stats", "train",
+    "train_robust", "utils",
 }
 
 __all__ = sorted(_SUBMODULES | {"__version__"})

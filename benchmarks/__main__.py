@@ -3,7 +3,8 @@
 Runs the attack benchmark (:mod:`benchmarks.attacks`: FGSM, PGD-10 L∞ and L2, DeepFool at K=10
 and K=100, C&W, against torchattacks and foolbox) and the augmentation benchmark
 (:mod:`benchmarks.augment`, against kornia) on one device, and on the CPU the AutoAttack
-protocol against torchattacks' components (:mod:`benchmarks.autoattack`), writes
+protocol against torchattacks' components (:mod:`benchmarks.autoattack`) and randomized
+smoothing's ``certify`` against its floor (:mod:`benchmarks.certify`), writes
 ``benchmarks/results/{attacks,augment}-<device>.csv`` and regenerates ``benchmarks/RESULTS.md``
 with the target checks (:mod:`benchmarks.report`). ``make bench`` runs it on the CPU with one
 thread per process; ``python -m benchmarks --device cuda`` on a GPU.
@@ -17,7 +18,7 @@ import time
 import pandas as pd
 import torch
 
-from . import attacks, augment, autoattack, report
+from . import attacks, augment, autoattack, certify, report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-attacks", action="store_true")
     parser.add_argument("--skip-augment", action="store_true")
     parser.add_argument("--skip-autoattack", action="store_true")
+    parser.add_argument("--skip-certify", action="store_true")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -51,6 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         df = autoattack.run()
         df.to_csv(report.RESULTS / "autoattack-cpu.csv", index=False, float_format="%.4f")
         print(df.to_string(index=False), "\n")
+    if not args.skip_certify:
+        df = certify.run(rounds=args.repeats, device=args.device)
+        df.to_csv(report.RESULTS / f"certify-{args.device}.csv", index=False,
+                  float_format="%.4f")
+        print(df[["model", "impl", "median_s", "vs_floor"]].to_string(index=False), "\n")
     print(report.write_results_md())
     print(f"\nbenchmarks took {time.perf_counter() - start:.0f} s; "
           f"wrote {report.HERE / 'RESULTS.md'}")

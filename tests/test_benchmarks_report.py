@@ -60,3 +60,19 @@ def test_autoattack_target_needs_both_speed_and_strength(tmp_path: Path) -> None
     assert "0.40×, met" in write(4.0, 0.30)
     assert "NOT met" in write(6.0, 0.30)  # too slow
     assert "NOT met" in write(4.0, 0.31)  # fast but weaker
+
+
+def test_certify_target_is_judged_against_the_forward_floor(tmp_path: Path) -> None:
+    def write(certify_s: float) -> str:
+        base = {"model": "MLP", "samples": 200, "draws": 1100, "batch_size": 1000, "rounds": 3,
+                "threads": 1, "machine": "cpu", "load_before": 1.0, "load_after": 1.0,
+                "min_s": 1.0}
+        pd.DataFrame([
+            {**base, "impl": "certify", "median_s": certify_s, "vs_floor": certify_s / 2.0},
+            {**base, "impl": "floor", "median_s": 2.0, "vs_floor": 1.0},
+            {**base, "impl": "floor + noise", "median_s": 3.0, "vs_floor": 1.5},
+        ]).to_csv(tmp_path / "certify-cpu.csv", index=False)
+        return "\n".join(report.certify_section(tmp_path))
+
+    assert "MLP 1.05× (met; 0.70× the floor with the noise drawn)" in write(2.1)
+    assert "MLP 1.60× (NOT met; 1.07×" in write(3.2)

@@ -77,7 +77,7 @@ def test_every_figure_is_numbered_captioned_and_uniquely_labelled() -> None:
 
 EXERCISE_CHAPTERS = [
     "setup", "adversarial_examples", "adversarial_training", "noise", "label_smoothing",
-    "flat_minima", "augmentation", "performance",
+    "flat_minima", "augmentation", "evaluating_robustness", "certified_robustness", "performance",
 ]
 SOLUTION_PREFIX = "# Solution to exercise"
 

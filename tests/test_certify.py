@@ -21,6 +21,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from advbook._core.binomial import binomial_test_half, clopper_pearson_lower
 from advbook.attacks import pgd
 from advbook.certify import (
     certified_accuracy,
@@ -29,7 +30,6 @@ from advbook.certify import (
     lipschitz_upper_bound,
     smoothed_predict,
 )
-from advbook.certify._stats import binomial_test_half, clopper_pearson_lower
 from advbook.models import MLP, BasicBlock, SmallCNN
 from advbook.noise import input_noise_hook
 from advbook.train import fit

@@ -388,3 +388,34 @@ def check_finite(x: Tensor, name: str, where: str | None = None) -> Tensor:
             f"NaN or infinite"
         )
     return x
+
+
+def check_logits(
+    logits: object, n: int, y_max: int | None = None, *, name: str, classes: int | None = None
+) -> int:
+    """Check the logits a model returned for ``n`` inputs and return the class count ``K``.
+
+    Expects a floating tensor ``(n, K)`` with ``K ≥ 2``; with ``y_max`` every label ``≤ y_max``
+    must be a class (``y_max < K``); with ``classes`` the model must return that many classes
+    (the same as on an earlier pass). Used by every attack on its first logits and by
+    :mod:`advbook.certify` on each batch of noisy copies.
+    """
+    if not isinstance(logits, Tensor):
+        raise ValueError(
+            f"{name}: model(x) must return a tensor of logits (N, K), got {type(logits).__name__}"
+        )
+    if logits.ndim != 2 or logits.shape[0] != n:
+        raise ValueError(
+            f"{name}: model(x) must return logits of shape (N, K) = ({n}, K), got "
+            f"{tuple(logits.shape)}"
+        )
+    k = int(logits.shape[1])
+    if k < 2:
+        raise ValueError(f"{name}: the model must have at least 2 classes, got K={k}")
+    if not logits.is_floating_point():
+        raise ValueError(f"{name}: logits must be floating point, got dtype {logits.dtype}")
+    if y_max is not None and y_max >= k:
+        raise ValueError(f"{name}: labels must lie in [0, K) = [0, {k}), got a label {y_max}")
+    if classes is not None and k != classes:
+        raise ValueError(f"{name}: the model returned {k} classes, earlier {classes}")
+    return k

@@ -13,7 +13,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from .._core.checks import check_batch, check_bounds, check_model_device
+from .._core.checks import check_batch, check_bounds, check_logits, check_model_device
 
 __all__ = ["check_inputs", "check_logits"]
 
@@ -59,24 +59,3 @@ def check_inputs(
     if y_min < 0:
         raise ValueError(f"{name}: labels must be >= 0, got a minimum of {int(y_min)}")
     return lo, hi, int(y_max)
-
-
-def check_logits(logits: object, n: int, y_max: int, *, name: str) -> None:
-    """Check that the model returned logits of shape ``(N, K)``, ``K ≥ 2``, with ``y < K``."""
-    if not isinstance(logits, Tensor):
-        raise ValueError(
-            f"{name}: model(x) must return a tensor of logits (N, K), got {type(logits).__name__}"
-        )
-    if logits.ndim != 2 or logits.shape[0] != n:
-        raise ValueError(
-            f"{name}: model(x) must return logits of shape (N, K) = ({n}, K), got "
-            f"{tuple(logits.shape)}"
-        )
-    if logits.shape[1] < 2:
-        raise ValueError(f"{name}: the model must have at least 2 classes, got K={logits.shape[1]}")
-    if not logits.is_floating_point():
-        raise ValueError(f"{name}: logits must be floating point, got dtype {logits.dtype}")
-    if y_max >= logits.shape[1]:
-        raise ValueError(
-            f"{name}: labels must lie in [0, K) = [0, {logits.shape[1]}), got a label {y_max}"
-        )

@@ -4,7 +4,9 @@
   :func:`smoothed_predict` (PREDICT, abstains with ``-1``), :func:`certify` (CERTIFY: a class
   and a radius ``σ·Φ⁻¹(p̲_A)`` that hold with probability ``1 − α``) and
   :func:`certified_accuracy` (the curve of certified accuracy against radius). The base model
-  should be trained with Gaussian input noise of the same ``σ`` (section :ref:`sec-input-noise`).
+  should be trained with Gaussian input noise of the same ``σ`` (section :ref:`sec-input-noise`;
+  recipes in :mod:`advbook.defenses`, section :ref:`sec-training-for-smoothing`). The book's
+  chapter :ref:`ch-certified-robustness` derives and uses every function here.
 * Lipschitz-margin certificates (Tsuzuku, Sato & Sugiyama 2018),
   ``advbook.certify.lipschitz``: :func:`lipschitz_upper_bound` (product of the layers'
   spectral norms, convolutions by Lanczos iteration) and :func:`lipschitz_certificate` (radius

@@ -206,6 +206,9 @@ def lipschitz_upper_bound(
 ) -> float:
     """An upper bound ``L`` on the ℓ2 Lipschitz constant of ``model``'s logits, in eval mode.
 
+    Compared with the gradient norms it must exceed in the book, section
+    :ref:`sec-lipschitz-certificates`.
+
     ``L = Π_l L_l`` over the chain of layers (composition multiplies Lipschitz constants):
 
     * ``nn.Linear``: ``‖W‖₂``, the largest singular value, exact (SVD in float64);
@@ -264,7 +267,8 @@ def lipschitz_certificate(
     ``margin = z_c − max_{j≠c} z_j`` with ``c = argmax z`` the predicted class; for every
     ``‖ε‖₂ < R`` the prediction at ``x + ε`` is still ``c``, deterministically, provided
     ``bound`` is an upper bound on the ℓ2 Lipschitz constant of ``model``'s logits (e.g.
-    :func:`lipschitz_upper_bound`). A tie gives radius 0.
+    :func:`lipschitz_upper_bound`). A tie gives radius 0. Derived in the book, section
+    :ref:`sec-lipschitz-certificates`.
 
     Args:
         model: returns logits ``(N, K)``, ``K ≥ 2``; run in eval mode and left unchanged.

@@ -7,7 +7,7 @@ The smoothed classifier of a base classifier ``f`` (the argmax of ``model``'s lo
 If the top class has probability ``p_A ≥ p̲_A > ½``, then ``g(x + ε) = g(x)`` for every
 ``‖ε‖₂ < R = σ·Φ⁻¹(p̲_A)`` (Cohen et al., Theorem 1, the Neyman–Pearson argument with the
 runner-up bounded by ``1 − p̲_A``). ``g`` is not computable exactly; these functions estimate it
-by Monte Carlo with exact binomial statistics (``advbook.certify._stats``), so each answer
+by Monte Carlo with exact binomial statistics (``advbook._core.binomial``), so each answer
 is wrong with probability at most ``α``:
 
 * :func:`smoothed_predict` — Cohen's PREDICT, which abstains (``-1``) unless a binomial test
@@ -37,6 +37,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from .._core.binomial import binomial_test_half, clopper_pearson_lower
 from .._core.checks import (
     check_batch,
     check_bounds,
@@ -44,6 +45,7 @@ from .._core.checks import (
     check_float_in,
     check_generator,
     check_in_bounds,
+    check_logits,
     check_model_device,
     check_positive_float,
     check_positive_int,
@@ -52,7 +54,6 @@ from .._core.checks import (
 from .._core.guard import detached_copy, model_guard
 from .._core.progress import progress_enabled, tqdm
 from .._core.random import draw_like
-from ._stats import binomial_test_half, clopper_pearson_lower
 
 __all__ = ["certified_accuracy", "certify", "smoothed_predict"]
 
@@ -79,21 +80,6 @@ def _check_common(
     return sigma_, batch, gen
 
 
-def _check_logits(logits: object, rows: int, classes: int | None, name: str) -> int:
-    """Check the first logits of a pass, ``(rows, K)`` floating with ``K ≥ 2``; return ``K``."""
-    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != rows:
-        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"{name}: model(x) must return logits of shape (N, K) = ({rows}, K), "
-                         f"got {got}")
-    if not logits.is_floating_point() or logits.shape[1] < 2:
-        raise ValueError(f"{name}: the model must return floating logits with K >= 2 classes, "
-                         f"got dtype {logits.dtype} and K={logits.shape[1]}")
-    if classes is not None and logits.shape[1] != classes:
-        raise ValueError(f"{name}: the model returned {logits.shape[1]} classes, earlier "
-                         f"{classes}")
-    return int(logits.shape[1])
-
-
 def _class_counts(
     model: nn.Module, x: Tensor, sigma: float, draws: int, batch_size: int,
     generator: torch.Generator | None, bar: Any, classes: int | None, name: str,
@@ -113,7 +99,7 @@ def _class_counts(
         noisy.mul_(sigma).add_(x.index_select(0, sample))  # x + δ, not clipped
         logits = model(noisy)
         if counts is None:
-            k = _check_logits(logits, stop - start, classes, name)
+            k = check_logits(logits, stop - start, name=name, classes=classes)
             counts = torch.zeros(x.shape[0] * k, dtype=torch.int64, device=x.device)
         flat = sample * k + logits.argmax(1)
         counts.scatter_add_(0, flat, torch.ones_like(flat))
@@ -141,6 +127,7 @@ def smoothed_predict(
     ``min(1, 2·P(X ≥ n_A)) ≤ α`` for ``X ~ Binomial(n_A + n_B, ½)`` (computed exactly), and
     abstains otherwise. The probability of returning a class other than ``g(x)`` is at most
     ``α`` (Cohen et al., Proposition 1); near the decision boundary of ``g`` it abstains.
+    Derived in the book, sections :ref:`sec-smoothing` and :ref:`sec-monte-carlo-certificates`.
 
     Args:
         model: the base classifier, returning logits ``(N, K)``; run in eval mode and left
@@ -189,7 +176,7 @@ def certify(
     1. *Selection*: ``ĉ_A`` = the most frequent class of ``f(x + δ)`` over ``n0`` draws.
     2. *Estimation*: ``n_A`` = how many of ``n`` fresh draws ``f`` puts in ``ĉ_A``, and the
        one-sided Clopper–Pearson lower bound ``p̲_A``, the ``α``-quantile of
-       ``Beta(n_A, n − n_A + 1)`` (computed exactly, ``advbook.certify._stats``).
+       ``Beta(n_A, n − n_A + 1)`` (computed exactly, ``advbook._core.binomial``).
     3. If ``p̲_A > ½``: label ``ĉ_A`` and radius ``R = σ·Φ⁻¹(p̲_A)``; otherwise abstain:
        label ``-1`` and radius ``0``.
 
@@ -198,7 +185,9 @@ def certify(
     Theorem 1 and Proposition 2). Separating selection from estimation keeps the bound valid:
     ``ĉ_A`` does not depend on the draws that estimate its probability. The largest radius
     ``n`` draws can certify is ``σ·Φ⁻¹(α^{1/n})`` (all draws in ``ĉ_A``), e.g. ``3.81·σ`` for
-    ``n = 10⁵`` and ``α = 0.001``; the radius grows only like ``√log n``.
+    ``n = 10⁵`` and ``α = 0.001``; the radius grows only like ``√log n``. Derived in the book:
+    the radius in section :ref:`sec-cohen-theorem`, the bound and the cap in section
+    :ref:`sec-monte-carlo-certificates`.
 
     Args:
         model: the base classifier, returning logits ``(N, K)``; run in eval mode and left
@@ -255,7 +244,7 @@ def certified_accuracy(
     A certificate of radius ``R`` covers the open ball ``‖ε‖₂ < R``, which contains the open
     ball of radius ``r`` exactly when ``R ≥ r``; hence ``≥``. Abstentions (``-1``) never count,
     so ``acc(0)`` is the accuracy of :func:`certify`'s answers (its radii are ``> 0``) and the
-    curve is non-increasing.
+    curve is non-increasing. Used in the book's section :ref:`sec-certified-accuracy`.
 
     Args:
         labels: ``(N,)`` integer labels from :func:`certify` (``-1`` = abstain) or

@@ -30,6 +30,9 @@ never goes through the model. SmoothAdv's inner maximisation runs in eval mode.
 The second value returned, ``log p̂_n = log((1/m) Σ_i softmax f(x_n + δ_{n,i}))`` of shape
 ``(N, K)``, is the Monte-Carlo *soft* smoothed classifier (a valid logit vector), so ``fit``'s
 ``train_acc`` is the accuracy of the averaged noisy prediction.
+
+The book compares Gaussian augmentation with consistency over three seeds in section
+:ref:`sec-training-for-smoothing`.
 """
 
 from __future__ import annotations
@@ -250,7 +253,8 @@ def consistency_objective(
     """Consistency regularisation (Jeong & Shin 2020) as a ``fit`` objective.
 
     ``(1/m) Σ_i CE(f(x + δ_i), y) + λ·(1/m) Σ_i KL(p̂ ‖ p_i) + η·H(p̂)``, ``p̂`` the mean of the
-    ``m`` softmaxes; see :class:`ConsistencyObjective` and section :ref:`sec-input-noise`.
+    ``m`` softmaxes; see :class:`ConsistencyObjective` and sections :ref:`sec-input-noise` and
+    :ref:`sec-training-for-smoothing`.
     """
     return ConsistencyObjective(sigma, m=m, lam=lam, eta=eta, bounds=bounds,
                                 generator=generator)

@@ -1,4 +1,4 @@
-"""Exact binomial statistics for randomized smoothing, in ``torch`` float64 (no SciPy).
+"""Exact binomial statistics in ``torch`` float64, without SciPy (certify and ``stats``).
 
 PyTorch has no regularised incomplete beta function, and SciPy is not a dependency of
 :mod:`advbook`, so it is computed here: :func:`log_betainc` evaluates ``log I_x(a, b)`` with the
