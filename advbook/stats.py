@@ -13,11 +13,9 @@ both methods had the same distribution of outcomes, every assignment of the ``a 
 the two groups would be equally likely, and only two of the ``C(a + b, a)`` assignments put one
 group entirely above the other, so non-overlap has probability ``2 / C(a + b, a)`` under the
 null: 0.1 for three seeds each, 0.029 for four, 0.008 for five (:func:`separation_p_value`).
-The book calls a difference real only when it passes this test or, for a single model
-evaluated on a test set, when the binomial intervals do not overlap.
-
-Derived and used in the book's chapters wherever methods are compared (for instance section
-:ref:`sec-training-for-smoothing`).
+The rule for the book's comparisons: a difference is called real only when it passes this test
+or, for a single model evaluated on a test set, when the binomial intervals do not overlap.
+Section :ref:`sec-training-for-smoothing` applies it to two training recipes.
 """
 
 from __future__ import annotations
@@ -63,9 +61,13 @@ class MeanSpread:
     def sem(self) -> float:
         return self.std / math.sqrt(self.n)
 
-    def format(self, digits: int = 3, scale: float = 1.0) -> str:
-        """``"mean ± std"`` with ``digits`` decimals after multiplying by ``scale`` (100: %)."""
-        return f"{scale * self.mean:.{digits}f} ± {scale * self.std:.{digits}f}"
+    def format(self, digits: int = 3, scale: float = 1.0, *, with_range: bool = False) -> str:
+        """``"mean ± std"`` with ``digits`` decimals after multiplying by ``scale`` (100: %);
+        ``with_range`` appends the smallest and largest run, ``"mean ± std [low, high]"``."""
+        text = f"{scale * self.mean:.{digits}f} ± {scale * self.std:.{digits}f}"
+        if with_range:
+            text += f" [{scale * self.low:.{digits}f}, {scale * self.high:.{digits}f}]"
+        return text
 
     def __str__(self) -> str:
         return self.format()

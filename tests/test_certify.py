@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from advbook._core.binomial import binomial_test_half, clopper_pearson_lower
 from advbook.attacks import pgd
 from advbook.certify import (
+    average_certified_radius,
     certified_accuracy,
     certify,
     lipschitz_certificate,
@@ -267,6 +268,25 @@ def test_certified_accuracy_by_hand() -> None:
         certified_accuracy(labels, radii, y, [-0.1])
     with pytest.raises(ValueError, match="shape"):
         certified_accuracy(labels, radii[:4], y, [0.0])
+
+
+def test_average_certified_radius_by_hand_and_as_the_area_under_the_curve() -> None:
+    labels = torch.tensor([0, 1, -1, 2, 1])
+    radii = torch.tensor([0.5, 0.25, 0.0, 1.0, 0.3])
+    y = torch.tensor([0, 1, 2, 2, 0])
+    # right: rows 0, 1 and 3; the abstention and the wrong row count 0
+    assert average_certified_radius(labels, radii, y) == pytest.approx((0.5 + 0.25 + 1.0) / 5)
+    # the area under certified_accuracy (a step function), by a fine Riemann sum
+    g = torch.rand(200, generator=torch.Generator().manual_seed(0))
+    labels, y = (g > 0.2).long(), torch.ones(200, dtype=torch.long)
+    radii = 2 * torch.rand(200, generator=torch.Generator().manual_seed(1))
+    grid = torch.linspace(0, 2, 20_001)
+    area = float(certified_accuracy(labels, radii, y, grid)[:-1].sum() * (grid[1] - grid[0]))
+    assert average_certified_radius(labels, radii, y) == pytest.approx(area, abs=2e-4)
+    with pytest.raises(ValueError, match=r"average_certified_radius: .*shape"):
+        average_certified_radius(labels, radii[:4], y)
+    with pytest.raises(ValueError, match=">= 0"):
+        average_certified_radius(labels, -radii, y)
 
 
 # ------------------------------------------------------------------------ Lipschitz bounds

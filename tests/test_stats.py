@@ -24,6 +24,7 @@ def test_mean_spread_matches_numpy():
     assert (s.n, s.low, s.high) == (4, 0.79, 0.9)
     assert str(s) == f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
     assert s.format(1, scale=100) == f"{100 * np.mean(values):.1f} ± {100 * s.std:.1f}"
+    assert s.format(2, with_range=True) == f"{s.mean:.2f} ± {s.std:.2f} [0.79, 0.90]"
     assert stats.mean_spread([0.5]).std == 0.0
 
 

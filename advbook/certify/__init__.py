@@ -3,7 +3,8 @@
 * Randomized smoothing (Cohen, Rosenfeld & Kolter 2019), ``advbook.certify.smoothing``:
   :func:`smoothed_predict` (PREDICT, abstains with ``-1``), :func:`certify` (CERTIFY: a class
   and a radius ``σ·Φ⁻¹(p̲_A)`` that hold with probability ``1 − α``) and
-  :func:`certified_accuracy` (the curve of certified accuracy against radius). The base model
+  :func:`certified_accuracy` (the curve of certified accuracy against radius) with its area
+  :func:`average_certified_radius`. The base model
   should be trained with Gaussian input noise of the same ``σ`` (section :ref:`sec-input-noise`;
   recipes in :mod:`advbook.defenses`, section :ref:`sec-training-for-smoothing`). The book's
   chapter :ref:`ch-certified-robustness` derives and uses every function here.
@@ -20,9 +21,10 @@ same noise, and the same certificates, on CPU and CUDA.
 from __future__ import annotations
 
 from .lipschitz import lipschitz_certificate, lipschitz_upper_bound
-from .smoothing import certified_accuracy, certify, smoothed_predict
+from .smoothing import average_certified_radius, certified_accuracy, certify, smoothed_predict
 
 __all__ = [
+    "average_certified_radius",
     "certified_accuracy",
     "certify",
     "lipschitz_certificate",
